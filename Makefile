@@ -1,0 +1,51 @@
+# Quick start: `make repro` (the default suite, end to end) and `make test` (the whole test suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: install repro test dataset dag ui snakemake clean-runs
+
+install: $(STAMP)
+
+# Reinstall only when the project's requirements change; a second run reuses the environment.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+# Fashion-MNIST from the Debian package when it is missing and we can install it; else say how.
+dataset:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; \
+	  else \
+	    echo "note: Fashion-MNIST not found in $(FMNIST); install it with 'sudo apt-get install dataset-fashion-mnist'"; \
+	    echo "      (or let the download stage fetch it: torchvision downloads it where there is internet)"; \
+	  fi; \
+	fi
+
+dag: install
+	$(BIN)/python -m pipeline dag
+
+repro: install dataset dag .dvc/config
+	$(BIN)/dvc repro
+
+.dvc/config:
+	$(BIN)/dvc init --no-scm -q 2>/dev/null || $(BIN)/dvc init -q
+
+test: install
+	$(BIN)/python -m pytest -q -x --timeout=900
+
+snakemake: install dataset
+	$(BIN)/snakemake -c 2
+
+ui: install
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)

@@ -1,0 +1,4 @@
+"""`python -m pipeline STAGE ...`"""
+from pipeline.cli import main
+
+raise SystemExit(main())

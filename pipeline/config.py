@@ -1,0 +1,244 @@
+"""Experiment parameters: the schema of `params/*.yaml`, validated before any work starts.
+
+Group and key names follow score_sde_pytorch's `configs/` (data.*, model.*, training.*, sampling.*, eval.*, optim.*).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeba", "digits", "gmm", "swiss_roll", "checkerboard")
+TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard")
+PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")
+CORRECTORS = ("langevin", "ald", "none")
+
+
+class ParamsError(Exception):
+    """Bad params: carries the file, the dotted key and what was expected (printed as one line)."""
+
+    def __init__(self, path: str, key: str, message: str):
+        self.path, self.key, self.message = path, key, message
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Block):
+    dataset: Literal[DATASETS] = "fashion_mnist"  # type: ignore[valid-type]
+    image_size: int = Field(28, ge=1, le=1024)
+    num_channels: int = Field(1, ge=1, le=4)
+    centered: bool = True  # True: data in [-1, 1]; False: [0, 1]
+    random_flip: bool = False
+    uniform_dequantization: bool = False
+    max_train: Optional[int] = Field(None, ge=1)  # cap the training split (CPU suites)
+
+
+class ModelConfig(_Block):
+    name: str = "ddpmpp"
+    sigma_min: float = Field(0.01, gt=0)
+    sigma_max: float = Field(50.0, gt=0)
+    num_scales: int = Field(1000, ge=1)
+    beta_min: float = Field(0.1, gt=0)
+    beta_max: float = Field(20.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_type: Literal["fourier", "positional"] = "positional"
+    scale_by_sigma: bool = False
+    ema_rate: float = Field(0.9999, ge=0, le=1)
+    normalization: str = "GroupNorm"
+    nonlinearity: Literal["swish", "elu", "relu", "lrelu"] = "swish"
+    nf: int = Field(128, ge=1)
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = Field(2, ge=1)
+    attn_resolutions: tuple[int, ...] = (16,)
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    fir: bool = False
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: Literal["biggan", "ddpm"] = "biggan"
+    progressive: Literal["none", "output_skip", "residual"] = "none"
+    progressive_input: Literal["none", "input_skip", "residual"] = "none"
+    progressive_combine: Literal["sum", "cat"] = "sum"
+    attention_type: str = "ddpm"
+    init_scale: float = Field(0.0, ge=0)
+    fourier_scale: float = Field(16.0, gt=0)
+    conv_size: int = Field(3, ge=1)
+    hidden: int = Field(256, ge=1)  # width of the `mlp` toy score model
+    num_layers: int = Field(3, ge=1)  # depth of the `mlp` toy score model
+
+    @model_validator(mode="after")
+    def _sigmas_ordered(self):
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        if self.beta_min >= self.beta_max:
+            raise ValueError(f"beta_min ({self.beta_min}) must be below beta_max ({self.beta_max})")
+        return self
+
+
+class TrainingConfig(_Block):
+    sde: Literal["vesde", "vpsde", "subvpsde"] = "vpsde"
+    continuous: bool = True
+    reduce_mean: bool = True
+    likelihood_weighting: bool = False
+    n_iters: int = Field(1000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    snapshot_freq: int = Field(500, ge=1)
+    snapshot_keep: int = Field(2, ge=1)
+    log_freq: int = Field(50, ge=1)
+    eval_freq: int = Field(100, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    use_ema: bool = True
+
+
+class OptimConfig(_Block):
+    optimizer: Literal["Adam", "AdamW"] = "Adam"
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: int = Field(5000, ge=0)
+    grad_clip: float = 1.0  # <= 0 disables clipping (NCSN v1 recipe)
+
+
+class SamplingConfig(_Block):
+    """One sampler setting. `samplers:` entries override these keys for extra sampler variants."""
+
+    method: Literal["pc", "ode", "ald"] = "pc"
+    predictor: Literal[PREDICTORS] = "euler_maruyama"  # type: ignore[valid-type]
+    corrector: Literal[CORRECTORS] = "none"  # type: ignore[valid-type]
+    snr: float = Field(0.16, gt=0)
+    n_steps_each: int = Field(1, ge=1)
+    noise_removal: bool = True
+    probability_flow: bool = False
+    num_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N; e.g. 2000 for "P2000"
+    order: Literal["reference", "paper"] = "reference"
+    eps: Optional[float] = Field(None, gt=0, lt=1)  # None: 1e-5 for VE, 1e-3 for VP / sub-VP
+    rtol: float = Field(1e-5, gt=0)
+    atol: float = Field(1e-5, gt=0)
+    ode_method: str = "RK45"
+    step_lr: float = Field(2e-5, gt=0)  # ALD ε (NCSN v1)
+    step_convention: Literal["paper", "reference"] = "reference"
+
+
+class EvalConfig(_Block):
+    num_samples: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)
+    num_seeds: int = Field(1, ge=1)
+    enable_bpd: bool = True
+    bpd_num_repeats: int = Field(1, ge=1)
+    bpd_max_images: Optional[int] = Field(None, ge=1)
+    bpd_estimator: Literal["rademacher", "gaussian", "exact"] = "rademacher"
+    feature_net: Literal["classifier", "inception"] = "classifier"
+    inception_weights: Optional[str] = None
+    fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
+
+
+class Params(_Block):
+    seed: int = Field(42, ge=0)
+    suite: str = "default"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    optim: OptimConfig = OptimConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("samplers")
+    @classmethod
+    def _sampler_names(cls, v):
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"sampler name {name!r} must be letters, digits, '_' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.data.dataset in TOY_DATASETS and (self.data.image_size, self.data.num_channels) != (2, 1):
+            raise ValueError("toy datasets are 2-D points: set data.image_size: 2 and data.num_channels: 1")
+        return self
+
+    # --- derived views --------------------------------------------------------------------------------------
+    def sampler_settings(self) -> dict[str, SamplingConfig]:
+        """The experiment's samplers: `sampling` under its method's name, then each `samplers.NAME` override."""
+        base = self.sampling.model_dump()
+        out = {default_sampler_name(self): self.sampling}
+        for name, over in self.samplers.items():
+            out[name] = SamplingConfig(**{**base, **over})
+        return out
+
+
+def default_sampler_name(p: Params) -> str:
+    return p.sampling.method
+
+
+def _loc_to_key(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def _set_dotted(d: dict, key: str, value: Any, path: str) -> None:
+    parts = key.split(".")
+    cur = d
+    for part in parts[:-1]:
+        nxt = cur.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ParamsError(path, key, f"cannot set a key under {part!r}, which is not a group")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_override(text: str, path: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from `--set`; VALUE is parsed as YAML (`model.ch_mult=[1,2,2]`)."""
+    if "=" not in text:
+        raise ParamsError(path, text, "--set expects KEY=VALUE, e.g. --set training.n_iters=100")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ParamsError(path, key, f"--set value is not valid YAML: {e}".splitlines()[0]) from None
+
+
+def validate(raw: Any, path: str, experiment: str) -> Params:
+    """Validate a raw mapping; raise ParamsError naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(path, "", "expected a YAML mapping of groups (data, model, training, ...)")
+    try:
+        params = Params(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _loc_to_key(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against params/README.md)"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        raise ParamsError(path, key, msg) from None
+    from pipeline import registry_checks  # late import: names of models, samplers, ...
+
+    registry_checks.check(params, path)
+    return params
+
+
+def load_params(path: str | Path, overrides: list[str] | None = None) -> tuple[str, Params]:
+    """Read, override and validate a params file; returns (experiment name = file stem, params)."""
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise ParamsError(shown, "", "params file not found (pass --params params/NAME.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).replace("\n", " ")
+        raise ParamsError(shown, "", f"not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(shown, "", "expected a YAML mapping of groups (data, model, training, ...)")
+    for text in overrides or []:
+        key, value = parse_override(text, shown)
+        _set_dotted(raw, key, value, shown)
+    return path.stem, validate(raw, shown, path.stem)

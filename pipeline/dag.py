@@ -1,0 +1,216 @@
+"""The one DAG behind both front ends: stages with their commands, deps, outs and tracked params.
+
+`dvc.yaml` is written from it (`python -m pipeline dag`) and the Snakefile builds its rules from it, so the two
+cannot drift; tests/test_dag.py parses both and compares.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Params, load_params
+
+PY = "python -m pipeline"
+# Source files each stage kind runs: a code change reruns exactly the stages that execute it.
+CODE = {
+    "download": ["pipeline/data.py"],
+    "prepare": ["pipeline/data.py"],
+    "evaluator": ["pipeline/stages/evaluator.py", "pipeline/metrics"],
+    "train": ["pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/sde.py"],
+    "sample": ["pipeline/stages/sample.py", "pipeline/sampling.py"],
+    "evaluate": ["pipeline/stages/evaluate.py", "pipeline/metrics"],
+    "likelihood": ["pipeline/stages/likelihood.py", "pipeline/likelihood.py"],
+    "report": ["pipeline/report.py", "pipeline/published.py"],
+}
+SUITE_DIRS = ("params",)
+
+
+@dataclass
+class Stage:
+    name: str  # DVC stage name, e.g. "sample-ncsnpp_cont-pc"
+    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | report
+    wildcards: dict[str, str]
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+    params: dict[str, list[str]] = field(default_factory=dict)  # params file -> tracked keys
+    persist: list[str] = field(default_factory=list)  # outs kept between runs (training snapshots)
+    metrics: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    uncached: list[str] = field(default_factory=list)  # outs tracked by git (reports)
+
+    def all_outs(self) -> list[str]:
+        return self.outs + self.persist + self.metrics + self.plots + self.uncached
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: str  # params file, relative to the repository root
+    params: Params
+    raw: dict  # the file as written (tracked keys must exist in it for DVC)
+
+
+# --- paths (relative to the root) -----------------------------------------------------------------------------
+def run_dir(suite: str, exp: str) -> str:
+    return f"runs/{suite}/{exp}"
+
+
+def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dict[str, str]:
+    r = run_dir(suite, exp)
+    p = {
+        "raw": f"data/raw/{dataset}",
+        "prepared": f"data/prepared/{dataset}",
+        "evaluator": f"data/evaluator/{dataset}",
+        "train": f"{r}/train",
+        "snapshots": f"{r}/snapshots",
+        "train_metrics": f"{r}/train_metrics.json",
+        "loss_curve": f"{r}/loss.csv",
+        "likelihood": f"{r}/likelihood.json",
+        "report": f"reports/{suite}",
+    }
+    if sampler:
+        p["samples"] = f"{r}/samples/{sampler}"
+        p["eval"] = f"{r}/eval/{sampler}.json"
+    return p
+
+
+def model_file(suite: str, exp: str) -> str:
+    return f"{paths(suite, exp, '')['train']}/model.pt"
+
+
+# --- discovery ------------------------------------------------------------------------------------------------
+def experiments(root: Path, suite: str) -> list[Experiment]:
+    """Every params file under params/ whose `suite:` is `suite`, sorted by path."""
+    root = Path(root)
+    found = []
+    for f in sorted((root / "params").rglob("*.yaml")):
+        raw = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(raw, dict) or raw.get("suite", "default") != suite:
+            continue
+        rel = f.relative_to(root).as_posix()
+        name, params = load_params(rel if Path(rel).exists() else f)
+        found.append(Experiment(name, rel, params, raw))
+    names = [e.name for e in found]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"suite {suite!r}: experiment names (file stems) must be unique, repeated: {sorted(dupes)}")
+    return found
+
+
+def suites(root: Path) -> list[str]:
+    out = set()
+    for f in (Path(root) / "params").rglob("*.yaml"):
+        raw = yaml.safe_load(f.read_text()) or {}
+        if isinstance(raw, dict):
+            out.add(raw.get("suite", "default"))
+    return sorted(out)
+
+
+def _present(raw: dict, keys: list[str]) -> list[str]:
+    """The dotted keys that exist in the file (DVC refuses to track a key the file does not contain)."""
+    out = []
+    for key in keys:
+        cur = raw
+        for part in key.split("."):
+            if not isinstance(cur, dict) or part not in cur:
+                break
+            cur = cur[part]
+        else:
+            out.append(key)
+    return out
+
+
+# --- stages ---------------------------------------------------------------------------------------------------
+def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
+    p, ds = e.params, e.params.data.dataset
+    base = paths(suite, e.name, ds)
+    cmd = lambda stage, extra="": f"{PY} {stage} --params {e.path}{extra}"  # noqa: E731
+    out = [
+        Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
+              deps=[base["prepared"], *CODE["train"]], outs=[base["train"]],
+              params={e.path: _present(e.raw, ["seed", "data", "model", "training", "optim"])},
+              persist=[base["snapshots"]], metrics=[base["train_metrics"]], plots=[base["loss_curve"]]),
+    ]
+    sample_keys = ["seed", "sampling", "eval.num_samples", "eval.num_seeds", "eval.batch_size"]
+    eval_keys = ["eval.feature_net", "eval.inception_weights", "eval.fid_mode"]
+    for sampler in p.sampler_settings():
+        sp = paths(suite, e.name, ds, sampler)
+        variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
+        out.append(Stage(f"sample-{e.name}-{sampler}", "sample", {"suite": suite, "exp": e.name, "sampler": sampler},
+                         cmd("sample", f" --sampler {sampler}"), deps=[base["train"], *CODE["sample"]],
+                         outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)}))
+        out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
+                         cmd("evaluate", f" --sampler {sampler}"),
+                         deps=[sp["samples"], base["evaluator"], *CODE["evaluate"]], outs=[],
+                         params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]]))
+    if p.eval.enable_bpd:
+        out.append(Stage(f"likelihood-{e.name}", "likelihood", {"suite": suite, "exp": e.name}, cmd("likelihood"),
+                         deps=[base["train"], base["prepared"], *CODE["likelihood"]], outs=[],
+                         params={e.path: _present(e.raw, ["seed", "eval.bpd_num_repeats", "eval.bpd_max_images",
+                                                          "eval.bpd_estimator", "eval.batch_size"])},
+                         metrics=[base["likelihood"]]))
+    return out
+
+
+def dataset_stages(dataset: str) -> list[Stage]:
+    p = paths("", "", dataset)
+    w = {"dataset": dataset}
+    return [
+        Stage(f"download-{dataset}", "download", w, f"{PY} download --dataset {dataset}",
+              deps=CODE["download"], outs=[p["raw"]]),
+        Stage(f"prepare-{dataset}", "prepare", w, f"{PY} prepare --dataset {dataset}",
+              deps=[p["raw"], *CODE["prepare"]], outs=[p["prepared"]]),
+        Stage(f"evaluator-{dataset}", "evaluator", w, f"{PY} evaluator --dataset {dataset}",
+              deps=[p["prepared"], *CODE["evaluator"]], outs=[p["evaluator"]]),
+    ]
+
+
+def suite_stages(root: Path, suite: str) -> list[Stage]:
+    exps = experiments(root, suite)
+    if not exps:
+        raise ValueError(f"suite {suite!r} has no experiments (no params/**/*.yaml with `suite: {suite}`)")
+    stages: list[Stage] = []
+    for ds in sorted({e.params.data.dataset for e in exps}):
+        stages += dataset_stages(ds)
+    for e in exps:
+        stages += experiment_stages(e, suite)
+    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics]
+    stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
+                        deps=sorted(metric_files) + [e.path for e in exps] + CODE["report"], outs=[],
+                        uncached=[paths(suite, "", "")["report"]]))
+    return stages
+
+
+def dvc_yaml(stages: list[Stage], wdir: str | None = None) -> dict:
+    """dvc.yaml's `stages:` mapping (idiomatic DVC: params per stage, persist snapshots, metrics and plots)."""
+    out = {}
+    for s in stages:
+        d: dict = {"cmd": s.cmd, "deps": list(s.deps)}
+        if wdir:
+            d = {"wdir": wdir, **d}
+        tracked = {f: keys for f, keys in s.params.items() if keys}
+        if tracked:
+            d["params"] = [{f: keys} for f, keys in tracked.items()]
+        outs = list(s.outs) + [{o: {"persist": True}} for o in s.persist] + [{o: {"cache": False}} for o in s.uncached]
+        if outs:
+            d["outs"] = outs
+        if s.metrics:
+            d["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+        if s.plots:
+            d["plots"] = [{pl: {"cache": False, "x": "step", "y": "loss"}} for pl in s.plots]
+        out[s.name] = d
+    return {"stages": out}
+
+
+def render_dvc_yaml(root: Path, suite: str) -> str:
+    header = (f"# Generated by `python -m pipeline dag --suite {suite}` from params/**/*.yaml (suite: {suite}).\n"
+              "# Do not edit by hand: edit the params files or pipeline/dag.py and regenerate.\n")
+    wdir = None if suite == "default" else "../.."  # pipelines/<suite>/dvc.yaml runs from the repository root
+    return header + yaml.safe_dump(dvc_yaml(suite_stages(root, suite), wdir), sort_keys=False, width=120)
+
+
+def dvc_yaml_path(suite: str) -> str:
+    return "dvc.yaml" if suite == "default" else f"pipelines/{suite}/dvc.yaml"

@@ -1,0 +1,36 @@
+"""`dag`: write (or check) the dvc.yaml of a suite from params/**/*.yaml."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipeline import atomic, dag
+from pipeline.errors import StageError
+
+
+def add_arguments(p, name: str) -> None:
+    p.add_argument("--suite", action="append", help="suite(s) to write (default: every suite found in params/)")
+    p.add_argument("--check", action="store_true", help="exit 1 if a dvc.yaml is out of date instead of writing it")
+    p.add_argument("--root", default=None)
+
+
+def run(args) -> int:
+    root: Path = args.root
+    stale = []
+    for suite in args.suite or dag.suites(root):
+        try:
+            text = dag.render_dvc_yaml(root, suite)
+        except ValueError as e:
+            raise StageError(str(e)) from None
+        target = root / dag.dvc_yaml_path(suite)
+        if target.exists() and target.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(target))
+        else:
+            atomic.write_text(target, text)
+            print(f"wrote {target}")
+    if stale:
+        print("out of date (run `python -m pipeline dag`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,24 @@
+"""`download` and `prepare`: per dataset, shared by every experiment on it."""
+from __future__ import annotations
+
+from pipeline import data, tracking
+from pipeline.cli import common
+from pipeline.stages.common import dataset_arg
+
+
+def add_arguments(p, name: str) -> None:
+    common(p, params_required=False)
+    p.add_argument("--dataset", help="dataset name (instead of --params)")
+
+
+def run(args) -> int:
+    ds = dataset_arg(args)
+    if args.stage == "download":
+        out = data.download(args.root, ds)
+        print(f"downloaded {ds} -> {out}")
+        return 0
+    out = data.prepare(args.root, ds)
+    manifest = (out / "manifest.json").read_text()
+    tracking.log_dataset_stage(args.root, ds, "prepare", out)
+    print(f"prepared {ds} -> {out}\n{manifest}")
+    return 0

@@ -1,0 +1,93 @@
+"""`evaluate`: sample quality of one sampler, every metric with its error bar over eval.num_seeds seeds.
+
+Offline metrics use the dataset classifier (FD, KD, classifier IS). Inception-v3 FID / KID / IS are computed only
+when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import atomic, tracking
+from pipeline.cli import common
+from pipeline.config import ParamsError
+from pipeline.errors import StageError
+from pipeline.stages.common import load_context, require
+from pipeline.stages.evaluator import features_of
+
+
+def add_arguments(p, name: str) -> None:
+    common(p)
+    p.add_argument("--sampler", required=True, help="sampler name: sampling.method, or a key of `samplers:`")
+
+
+def with_error(values: list[float]) -> dict:
+    from pipeline.metrics.stats import mean_std
+
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std if np.isfinite(std) else None, "n": len(values), "values": values}
+
+
+def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
+    from pipeline.metrics.distances import frechet_from_stats, kernel_distance
+    from pipeline.metrics.inception_score import inception_score
+
+    ref_file = ev_dir / "ref_stats.npz"
+    if not ref_file.exists():
+        return {"status": "not computed: this dataset has no classifier evaluator"}
+    with np.load(ref_file) as z:
+        mu, sigma, subset = z["mu"], z["sigma"], z["subset"]
+    fd, kd, is_ = [], [], []
+    for seed_samples in samples:
+        feats, logits = features_of(ev_dir, seed_samples)
+        fd.append(frechet_from_stats(*_stats(feats), mu, sigma))
+        kd.append(kernel_distance(feats, subset))
+        if logits is not None:
+            is_.append(inception_score(logits, splits=min(10, max(1, len(logits) // 50)))[0])
+    out = {"fd": with_error(fd), "kd": with_error(kd)}
+    if is_:
+        out["is"] = with_error(is_)
+    return out
+
+
+def _stats(feats):
+    from pipeline.metrics.distances import feature_stats
+
+    return feature_stats(feats)
+
+
+def inception_metrics(params) -> dict:
+    from pipeline.metrics.inception import InceptionWeightsMissing, resolve_inception_weights
+
+    try:
+        resolve_inception_weights(params.eval.inception_weights)
+    except InceptionWeightsMissing as e:
+        print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
+        return {"status": "not computed: weights missing", "how": str(e).splitlines()[0]}
+    return {"status": "not computed: Inception reference statistics are not wired into the evaluate stage yet"}
+
+
+def run(args) -> int:
+    ctx = load_context(args)
+    p = ctx.params
+    if args.sampler not in p.sampler_settings():
+        raise ParamsError(ctx.params_path, f"samplers.{args.sampler}", f"no such sampler; have {list(p.sampler_settings())}")
+    sample_file = require(ctx.path("samples", args.sampler) / "samples.npz", "samples", "run the sample stage first")
+    ev_dir = require(ctx.path("evaluator"), "dataset evaluator", f"run `python -m pipeline evaluator --dataset {p.data.dataset}`")
+    try:
+        with np.load(sample_file) as z:
+            samples = z["images"] if "images" in z else z["points"]
+            nfe = z["nfe"].tolist()
+    except (OSError, ValueError, KeyError) as e:
+        raise StageError(f"{sample_file}: unreadable samples ({type(e).__name__}); rerun the sample stage") from None
+    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
+        metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
+                   "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe),
+                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(p),
+                   "mlflow_run_id": tracker.run_id}
+        flat = {f"{k}.{s}": v[s] for k, v in metrics["classifier"].items() if isinstance(v, dict)
+                for s in ("mean", "std") if v.get(s) is not None}
+        tracker.log_metrics(flat)
+        atomic.write_json(ctx.path("eval", args.sampler), metrics)
+        tracker.log_artifact(ctx.path("eval", args.sampler))
+    print(f"evaluated {ctx.experiment}/{args.sampler}: " + ", ".join(f"{k}={v:.4g}" for k, v in flat.items()))
+    return 0

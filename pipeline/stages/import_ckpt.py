@@ -1,0 +1,45 @@
+"""`import`: convert a published reference checkpoint into this project's model.pt, where train would write it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import atomic, checkpoint
+from pipeline.cli import common
+from pipeline.errors import StageError
+from pipeline.stages.common import load_context
+
+
+def add_arguments(p, name: str) -> None:
+    common(p)
+    p.add_argument("--format", required=True, choices=["score_sde", "ncsn", "ncsnv2"], help="the reference code base")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow arbitrary unpickling (only for files from a source you trust)")
+    p.add_argument("checkpoint", help="path of the reference checkpoint file")
+
+
+def run(args) -> int:
+    import torch
+
+    from pipeline import models
+    from pipeline.models import convert
+
+    ctx = load_context(args)
+    src = Path(args.checkpoint)
+    if not src.is_file():
+        raise StageError(f"{src}: checkpoint file not found")
+    try:
+        obj = convert.read_reference(src, trust=args.trust_checkpoint)
+        model_sd, ema_sd, step = {"score_sde": convert.convert_score_sde, "ncsn": convert.convert_ncsn,
+                                  "ncsnv2": convert.convert_ncsnv2}[args.format](obj)
+        net = models.build(ctx.params)
+        for name, sd in (("model", model_sd), ("ema", ema_sd)):
+            if sd is not None:
+                convert.check_state_dict(net, sd, f"{src} [{name}]")
+    except (convert.CheckpointMismatch, convert.UntrustedCheckpoint) as e:
+        raise StageError(f"{src}: {e}") from None
+    out = ctx.path("train") / "model.pt"
+    with atomic.atomic_dir(out.parent) as tmp:
+        checkpoint.save(tmp / "model.pt", checkpoint.make(ctx.params, model_sd, ema_sd, step or 0))
+    print(f"imported {src} ({args.format}, step {step}) -> {out}")
+    del torch
+    return 0

@@ -1,0 +1,76 @@
+"""`likelihood`: test-set bits/dim with the probability-flow ODE (Score SDE §4, App. D): dequantized,
+eval.bpd_num_repeats passes, mean ± standard error, NFE recorded."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pipeline.progress import bar as tqdm
+
+from pipeline import atomic, checkpoint, data, tracking
+from pipeline.cli import common
+from pipeline.stages.common import generator, load_context
+from pipeline.stages.sample import make_sde
+
+
+def add_arguments(p, name: str) -> None:
+    common(p)
+
+
+def run(args) -> int:
+    from pipeline.likelihood import bits_per_dim, log_likelihood
+    from pipeline.losses import get_score_fn
+    from pipeline.metrics.stats import mean_stderr
+
+    ctx = load_context(args)
+    p = ctx.params
+    x, _ = data.load_split(ctx.root, p.data.dataset, "test")
+    if p.eval.bpd_max_images:
+        x = x[: p.eval.bpd_max_images]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    _, net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
+    sde = make_sde(p)
+    score_fn = get_score_fn(sde, net, continuous=p.training.continuous)
+    points = x.dtype != np.uint8
+    dims = int(np.prod(x.shape[1:]))
+    per_image = np.zeros((p.eval.bpd_num_repeats, len(x)))
+    nfes = []
+    t0 = time.perf_counter()
+    bs = p.eval.batch_size
+    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "likelihood") as tracker:
+        bar = tqdm(total=len(x) * p.eval.bpd_num_repeats, desc="bits/dim")
+        for r in range(p.eval.bpd_num_repeats):
+            for start in range(0, len(x), bs):
+                idx = range(start, min(len(x), start + bs))
+                gens = [generator(p.seed, "bpd", r, i) for i in idx]
+                xb = torch.from_numpy(x[start: idx.stop])
+                if points:
+                    z = xb.float()
+                else:  # uniform dequantization (255 x + u) / 256 in [0, 1], then the model's range (PAPERS.md §4)
+                    u = torch.stack([torch.rand(xb.shape[1:], generator=g) for g in gens])
+                    z = (xb.float() + u) / 256.0
+                    z = z * 2 - 1 if p.data.centered else z
+                with torch.no_grad():
+                    logp, _, nfe = log_likelihood(sde, score_fn, z.to(device), eps=1e-5, estimator=p.eval.bpd_estimator,
+                                                  generator=gens)
+                logp = logp.detach().cpu().numpy()
+                if points:
+                    per_image[r, start: idx.stop] = -logp / dims  # nats per dimension: continuous data, no quantization
+                else:
+                    per_image[r, start: idx.stop] = bits_per_dim(torch.from_numpy(logp), dims,
+                                                                 offset=7.0 if p.data.centered else 8.0).numpy()
+                nfes.append(nfe)
+                bar.update(len(idx))
+        bar.close()
+        pass_means = per_image.mean(1)
+        mean, se = mean_stderr(per_image.mean(0))  # standard error over test images (each averaged over passes)
+        key = "nll_nats_per_dim" if points else "bpd"
+        metrics = {key: {"mean": mean, "stderr": se if np.isfinite(se) else None, "n_images": int(len(x)),
+                         "num_repeats": p.eval.bpd_num_repeats, "per_pass": pass_means.tolist()},
+                   "nfe": float(np.mean(nfes)), "estimator": p.eval.bpd_estimator,
+                   "seconds": round(time.perf_counter() - t0, 2), "mlflow_run_id": tracker.run_id}
+        tracker.log_metrics({f"{key}.mean": mean, "nfe": metrics["nfe"]})
+        atomic.write_json(ctx.path("likelihood"), metrics)
+    print(f"likelihood {ctx.experiment}: {key} {mean:.4f} ± {se:.4f} (NFE {metrics['nfe']:.0f})")
+    return 0

@@ -1,0 +1,247 @@
+"""The training loop on Accelerate: one loop for CPU, one GPU, DDP and several machines.
+
+Determinism by step: the batch and the loss noise of step n are drawn from generators seeded by (seed, n, sample
+index), so a resumed run needs only weights, EMA, optimizer and step, and 2 processes x B/2 see the same global batch
+as 1 process x B. Snapshots are atomic folders with checksums; the newest complete one is resumed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pipeline.progress import bar as tqdm
+
+from pipeline import atomic
+from pipeline.ema import EMA
+from pipeline.errors import StageError
+from pipeline.stages.common import generator, seed_for
+
+
+class TrainingDiverged(StageError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    final_loss: float = float("nan")
+    ema_eval_loss: float = float("nan")
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    resumed_from: int = 0
+
+
+def to_model_range(x_uint8: torch.Tensor, centered: bool, dequantize_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 -> [0, 1] (optionally uniformly dequantized: (255x + u) / 256), then [-1, 1] if `centered`."""
+    x = x_uint8.float()
+    x = (x + dequantize_noise) / 256.0 if dequantize_noise is not None else x / 255.0
+    return x * 2.0 - 1.0 if centered else x
+
+
+def batch_indices(n_data: int, batch: int, step: int, seed: int) -> np.ndarray:
+    """Global batch of step `step` (0-based): consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
+    start = step * batch
+    out, pos = [], start
+    while len(out) < batch:
+        epoch, offset = divmod(pos, n_data)
+        perm = np.random.default_rng(seed_for(seed, "epoch", epoch)).permutation(n_data)
+        take = perm[offset: offset + batch - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return np.asarray(out)
+
+
+def make_batch(params, data: torch.Tensor, idx: np.ndarray, step: int) -> torch.Tensor:
+    """The training batch for global indices `idx` (random flip and dequantization drawn per sample)."""
+    d = params.data
+    x = data[torch.as_tensor(idx)]
+    if x.dtype != torch.uint8:  # 2-D toys: float points, used as they are
+        return x.float()
+    gens = [generator(params.seed, "augment", step, int(i)) for i in idx]
+    noise = None
+    if d.uniform_dequantization:
+        noise = torch.stack([torch.rand(x.shape[1:], generator=g) for g in gens])
+    x = to_model_range(x, d.centered, noise)
+    if d.random_flip:
+        flip = torch.tensor([bool(torch.rand((), generator=g) < 0.5) for g in gens])
+        x[flip] = x[flip].flip(-1)
+    return x
+
+
+def loss_generators(params, step: int, idx_positions: range) -> list[torch.Generator]:
+    """One generator per position in the global batch: the loss noise of a sample does not depend on sharding."""
+    return [generator(params.seed, "loss", step, j) for j in idx_positions]
+
+
+def learning_rate(optim_cfg, step: int) -> float:
+    """Linear warm-up to optim.lr over optim.warmup steps (reference: lr * min(step / warmup, 1))."""
+    if optim_cfg.warmup <= 0:
+        return optim_cfg.lr
+    return optim_cfg.lr * min((step + 1) / optim_cfg.warmup, 1.0)
+
+
+# --- snapshots ----------------------------------------------------------------------------------------------------
+def _checksums(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): atomic.sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "checksums.json"}
+
+
+def valid_snapshots(folder: Path) -> list[tuple[int, Path]]:
+    """Complete snapshots, newest first; a truncated or corrupt one is reported and skipped."""
+    out = []
+    for d in sorted(folder.glob("step_*"), reverse=True):
+        sums = d / "checksums.json"
+        try:
+            expected = json.loads(sums.read_text())
+            ok = expected == _checksums(d)
+        except (OSError, ValueError):
+            ok = False
+        if ok:
+            out.append((int(d.name.split("_")[1]), d))
+        else:
+            print(f"warning: snapshot {d} is incomplete or corrupt (checksum mismatch); using an older one")
+    return out
+
+
+def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int) -> None:
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:09d}"
+    with atomic.atomic_dir(final) as tmp:
+        accelerator.save_state(str(tmp), safe_serialization=False)
+        torch.save({"step": step, "ema": ema.state_dict() if ema else None}, tmp / "pipeline_state.pt")
+        (tmp / "checksums.json").write_text(json.dumps(_checksums(tmp), indent=1))
+    for _, old in valid_snapshots(folder)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, tracker=None,
+          accelerator=None, progress: bool = True) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
+    """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible."""
+    from accelerate import Accelerator
+
+    from pipeline import losses, models
+    from pipeline.sde import get_sde
+
+    t_cfg, o_cfg, m_cfg = params.training, params.optim, params.model
+    if accelerator is None:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=t_cfg.mixed_precision)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    B, accum = t_cfg.batch_size, t_cfg.gradient_accumulation_steps
+    if B % (world * accum):
+        raise StageError(f"training.batch_size: {B} is not divisible by processes x gradient_accumulation_steps = {world * accum}")
+
+    torch.manual_seed(params.seed)  # weight initialisation
+    net = models.build(params)
+    opt_cls = torch.optim.AdamW if o_cfg.optimizer == "AdamW" else torch.optim.Adam
+    optimizer = opt_cls(net.parameters(), lr=o_cfg.lr, betas=(o_cfg.beta1, 0.999), eps=o_cfg.eps, weight_decay=o_cfg.weight_decay)
+    ema = EMA(net, m_cfg.ema_rate) if t_cfg.use_ema else None
+    net, optimizer = accelerator.prepare(net, optimizer)
+    sde = get_sde(t_cfg.sde, sigma_min=m_cfg.sigma_min, sigma_max=m_cfg.sigma_max, beta_min=m_cfg.beta_min,
+                  beta_max=m_cfg.beta_max, N=m_cfg.num_scales)
+    loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,
+                                 likelihood_weighting=t_cfg.likelihood_weighting)
+
+    start = 0
+    snaps = valid_snapshots(snapshot_dir) if snapshot_dir.exists() else []
+    if snaps:
+        step0, path = snaps[0]
+        accelerator.load_state(str(path))
+        state = torch.load(path / "pipeline_state.pt", map_location="cpu", weights_only=True)
+        if ema is not None and state["ema"] is not None:
+            ema.load_state_dict(state["ema"])
+        start = state["step"]
+        accelerator.print(f"resuming from snapshot {path} (step {start})")
+    result = TrainResult(step=start, resumed_from=start)
+
+    stop = {"sig": None}
+    old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sig="SIGTERM"))
+    per_proc = B // world
+    micro = per_proc // accum
+    t0, done_images = time.perf_counter(), 0
+    bar = tqdm(range(start, t_cfg.n_iters), initial=start, total=t_cfg.n_iters, desc="train",
+               disable=not (progress and accelerator.is_main_process))
+    try:
+        for step in bar:
+            for g in optimizer.param_groups:
+                g["lr"] = learning_rate(o_cfg, step)
+            idx = batch_indices(len(train_data), B, step, params.seed)
+            mine = range(rank * per_proc, (rank + 1) * per_proc)
+            x_all = make_batch(params, train_data, idx[mine.start:mine.stop], step).to(accelerator.device)
+            torch.manual_seed(seed_for(params.seed, "dropout", step, rank))
+            net.train()
+            total = torch.zeros((), device=accelerator.device)
+            for a in range(accum):
+                sl = slice(a * micro, (a + 1) * micro)
+                gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
+                ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
+                with ctx, accelerator.autocast():
+                    loss = loss_fn(net, x_all[sl], gens) / accum
+                    accelerator.backward(loss)
+                total = total + loss.detach()
+            if o_cfg.grad_clip > 0:
+                grad_norm = accelerator.clip_grad_norm_(net.parameters(), o_cfg.grad_clip)
+            else:
+                grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in net.parameters() if p.grad is not None))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(net))
+            mean_loss = accelerator.reduce(total, reduction="mean").item()
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(f"{snapshot_dir}: training.n_iters: loss became {mean_loss} at step {step + 1}; "
+                                       "the last good snapshot is kept (lower optim.lr or check the data)")
+            done_images += B
+            result.step = step + 1
+            result.losses.append((step + 1, mean_loss))
+            if (step + 1) % t_cfg.log_freq == 0 or step + 1 == t_cfg.n_iters:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                if tracker is not None and accelerator.is_main_process:
+                    tracker.log_metrics({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                                         "grad_norm": float(grad_norm), "it_per_s": (step + 1 - start) / elapsed,
+                                         "images_per_s": done_images / elapsed}, step=step + 1)
+            if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
+                save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep)
+            if stop["sig"]:
+                accelerator.print(f"{stop['sig']}: snapshot written at step {step + 1}; rerun the same command to resume")
+                raise SystemExit(143)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        bar.close()
+    result.seconds = time.perf_counter() - t0
+    result.images_per_s = done_images / max(result.seconds, 1e-9)
+    result.final_loss = float(np.mean([l for _, l in result.losses[-max(1, t_cfg.log_freq):]])) if result.losses else float("nan")
+    model = accelerator.unwrap_model(net)
+    result.ema_eval_loss = evaluation_loss(params, model, ema, eval_data, loss_fn, accelerator.device)
+    return model, ema, result
+
+
+def evaluation_loss(params, model, ema, eval_data, loss_fn, device, n: int = 256) -> float:
+    """Loss on a fixed slice of the test split under the EMA weights (the weights evaluation uses)."""
+    if eval_data is None or len(eval_data) == 0:
+        return float("nan")
+    idx = np.arange(min(n, len(eval_data)))
+    x = make_batch(params.model_copy(update={"data": params.data.model_copy(update={"random_flip": False})}), eval_data, idx, 0).to(device)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    if ema is not None:
+        model.load_state_dict(ema.weights(model))
+    model.eval()
+    with torch.no_grad():
+        value = float(loss_fn(model, x, [generator(params.seed, "eval-loss", i) for i in idx]))
+    model.load_state_dict(saved)
+    return value
+
