@@ -134,6 +134,8 @@ class EvalConfig(_Block):
     bpd_num_repeats: int = Field(1, ge=1)
     bpd_max_images: Optional[int] = Field(None, ge=1)
     bpd_estimator: Literal["rademacher", "gaussian", "exact"] = "rademacher"
+    bpd_rtol: float = Field(1e-5, gt=0)  # probability-flow ODE tolerances for bits/dim (paper: 1e-5)
+    bpd_atol: float = Field(1e-5, gt=0)
     feature_net: Literal["classifier", "inception"] = "classifier"
     inception_weights: Optional[str] = None
     fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"

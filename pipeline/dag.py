@@ -18,8 +18,8 @@ CODE = {
     "download": ["pipeline/data.py"],
     "prepare": ["pipeline/data.py"],
     "evaluator": ["pipeline/stages/evaluator.py", "pipeline/metrics"],
-    "train": ["pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/sde.py"],
-    "sample": ["pipeline/stages/sample.py", "pipeline/sampling.py"],
+    "train": ["pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/sde.py", "pipeline/rng.py"],
+    "sample": ["pipeline/stages/sample.py", "pipeline/sampling.py", "pipeline/predictors.py", "pipeline/correctors.py"],
     "evaluate": ["pipeline/stages/evaluate.py", "pipeline/metrics"],
     "likelihood": ["pipeline/stages/likelihood.py", "pipeline/likelihood.py"],
     "report": ["pipeline/report.py", "pipeline/published.py"],
@@ -150,7 +150,8 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         out.append(Stage(f"likelihood-{e.name}", "likelihood", {"suite": suite, "exp": e.name}, cmd("likelihood"),
                          deps=[base["train"], base["prepared"], *CODE["likelihood"]], outs=[],
                          params={e.path: _present(e.raw, ["seed", "eval.bpd_num_repeats", "eval.bpd_max_images",
-                                                          "eval.bpd_estimator", "eval.batch_size"])},
+                                                          "eval.bpd_estimator", "eval.bpd_rtol", "eval.bpd_atol",
+                                                          "eval.batch_size"])},
                          metrics=[base["likelihood"]]))
     return out
 

@@ -197,8 +197,3 @@ def load_split(root: Path, dataset: str, split: str, verify: bool = True) -> tup
         raise StageError(f"{f}: sha256 differs from {mf.name} (corrupt or edited); rerun the prepare stage")
     with np.load(f) as z:
         return z["x"], z["y"]
-
-
-def _gunzip(src: Path, dst: Path) -> None:  # used by tests that build fake raw folders
-    with gzip.open(src, "rb") as a, open(dst, "wb") as b:
-        shutil.copyfileobj(a, b)

@@ -36,7 +36,8 @@ def get_score_fn(sde: SDE, model: Model, continuous: bool) -> ScoreFn:
             return lambda x, t: model(x, sde.sigma(t))
 
         def ve_discrete(x, t):
-            return model(x, (sde.N - 1) - sde.level_index(t))  # index into the descending σ list
+            labels = torch.round((sde.T - t.double()) * (sde.N - 1)).long().clamp(0, sde.N - 1)
+            return model(x, labels)  # an index into the descending σ list
         return ve_discrete
 
     if isinstance(sde, (VPSDE, subVPSDE)):

@@ -14,6 +14,16 @@ import torch
 from pipeline import rng
 
 
+def _sum_last(a: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension as a matrix-vector product (much faster than `sum` for tiny last dims on CPU)."""
+    return a @ torch.ones(a.shape[-1], dtype=a.dtype, device=a.device)
+
+
+def _logsumexp_last(a: torch.Tensor) -> torch.Tensor:
+    mx = a.amax(dim=-1, keepdim=True).detach()
+    return mx[..., 0] + torch.log(_sum_last(torch.exp(a - mx)))
+
+
 class GaussianMixture:
     """Σ_k w_k N(μ_k, Σ_k) in D dimensions.
 
@@ -34,6 +44,11 @@ class GaussianMixture:
         if covs.shape[:2] != (K, D) or (self.full and covs.shape[2] != D):
             raise ValueError(f"covs of shape {tuple(covs.shape)} do not fit K={K}, D={D}")
         self.covs = covs
+        # Σ_k = U_k diag(λ_k) U_k^T: the perturbed covariance m^2 Σ_k + std^2 I is diagonal in the same basis.
+        if self.full:
+            self.eigvals, self.eigvecs = torch.linalg.eigh(covs)
+        else:
+            self.eigvals, self.eigvecs = covs, None
 
     @property
     def dim(self) -> int:
@@ -65,12 +80,8 @@ class GaussianMixture:
         """(x of shape (n, D), component labels of shape (n,))."""
         u = rng.rand((n,), generator, dtype=torch.float64)
         labels = torch.searchsorted(torch.cumsum(self.weights, 0), u, right=True).clamp(max=len(self.weights) - 1)
-        z = rng.randn((n, self.dim), generator, dtype=torch.float64)
-        if self.full:
-            chol = torch.linalg.cholesky(self.covs)[labels]
-            x = self.means[labels] + torch.einsum("nij,nj->ni", chol, z)
-        else:
-            x = self.means[labels] + torch.sqrt(self.covs[labels]) * z
+        z = rng.randn((n, self.dim), generator, dtype=torch.float64) * torch.sqrt(self.eigvals[labels])
+        x = self.means[labels] + (torch.einsum("nij,nj->ni", self.eigvecs[labels], z) if self.full else z)
         return x.to(dtype), labels
 
     # ---- perturbed densities ---------------------------------------------------------------------------------------
@@ -94,36 +105,39 @@ class GaussianMixture:
         means = m[:, None, None] * self.means.to(xf.device)[None]  # (B, K, D)
         diff = xf[:, None, :] - means
         D = self.dim
-        if self.full:
-            cov = m[:, None, None, None] ** 2 * self.covs.to(xf.device)[None] \
-                + std[:, None, None, None] ** 2 * torch.eye(D, dtype=torch.float64, device=xf.device)
-            chol = torch.linalg.cholesky(cov)  # (B, K, D, D)
-            sol = torch.linalg.solve_triangular(chol, diff[..., None], upper=False)[..., 0]
-            maha = (sol ** 2).sum(-1)
-            logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-            comp_score = -torch.cholesky_solve(diff[..., None], chol)[..., 0] if want_score else None
-        else:
-            var = m[:, None, None] ** 2 * self.covs.to(xf.device)[None] + std[:, None, None] ** 2
-            maha = (diff ** 2 / var).sum(-1)
-            logdet = torch.log(var).sum(-1)
-            comp_score = -diff / var if want_score else None
+        if self.full:  # rotate into each component's eigenbasis, where the covariance is diagonal
+            U = self.eigvecs.to(xf.device)
+            diff = torch.einsum("kji,bkj->bki", U, diff)
+        var = m[:, None, None] ** 2 * self.eigvals.to(xf.device)[None] + std[:, None, None] ** 2
+        comp_score = None
+        if want_score:
+            comp_score = -diff / var
+            if self.full:
+                comp_score = torch.einsum("kij,bkj->bki", U, comp_score)
+            if len(self.weights) == 1:  # a single Gaussian: the score needs no responsibilities
+                return None, comp_score
+        maha = _sum_last(diff ** 2 / var)
+        logdet = _sum_last(torch.log(var))
         logc = torch.log(self.weights.to(xf.device))[None] - 0.5 * (maha + logdet + D * math.log(2 * math.pi))
         return logc, comp_score
 
     def log_prob(self, x: torch.Tensor, t=None, sde=None) -> torch.Tensor:
         """log p_t(x) (log p_0 when t is None), shape (batch,), float64."""
-        return torch.logsumexp(self.log_component_densities(x, t, sde), dim=1)
+        return _logsumexp_last(self.log_component_densities(x, t, sde))
 
     def log_posterior(self, x: torch.Tensor, t=None, sde=None) -> torch.Tensor:
         """Exact noise-conditional classifier log p_t(k | x), shape (batch, K), float64."""
         logc = self.log_component_densities(x, t, sde)
-        return logc - torch.logsumexp(logc, dim=1, keepdim=True)
+        return logc - _logsumexp_last(logc)[:, None]
 
     def score(self, x: torch.Tensor, t=None, sde=None) -> torch.Tensor:
         """∇_x log p_t(x) = Σ_k p_t(k | x) (-C_k^{-1} (x - m μ_k)), same shape and dtype as x."""
         logc, comp_score = self._log_components_and_score(x, t, sde, want_score=True)
-        resp = torch.softmax(logc, dim=1)
-        s = (resp[..., None] * comp_score).sum(1)
+        if comp_score.shape[1] == 1:
+            s = comp_score[:, 0]
+        else:
+            resp = torch.exp(logc - _logsumexp_last(logc)[:, None])  # p_t(k | x)
+            s = torch.einsum("bk,bkd->bd", resp, comp_score)
         return s.reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -211,7 +211,7 @@ class subVPSDE(SDE):
 
     def sde(self, x, t):
         beta = self.beta(t)
-        discount = -torch.expm1(2.0 * self.log_mean_coeff(t))  # 1 - exp(-2 β0 t - (β1 - β0) t^2)
+        discount = -torch.expm1(4.0 * self.log_mean_coeff(t))  # 1 - exp(-2 β0 t - (β1 - β0) t^2) = 1 - m(t)^4
         return -0.5 * batch_view(beta, x) * x, torch.sqrt(beta * discount)
 
     def marginal_coeffs(self, t):

@@ -62,11 +62,19 @@ def group_norm(channels: int, groups: int | None) -> nn.GroupNorm:
     return nn.GroupNorm(min(channels // 4, 32) if groups is None else groups, channels, eps=1e-6)
 
 
-def timestep_embedding(labels: torch.Tensor, dim: int, max_positions: int = 10000) -> torch.Tensor:
-    """Transformer sinusoidal embedding of (possibly fractional) labels (DDPM App. B): [sin(l ω_j), cos(l ω_j)]."""
+def noise_levels(model_cfg, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """SMLD noise scales σ_0 = σ_max > ... > σ_{N-1} = σ_min, geometric (NCSN §4.2; score SDE App. C); label i -> σ_i."""
+    log_s = torch.linspace(math.log(model_cfg.sigma_max), math.log(model_cfg.sigma_min), model_cfg.num_scales, dtype=torch.float64)
+    return torch.exp(log_s).to(dtype)
+
+
+def timestep_embedding(labels: torch.Tensor, dim: int, max_positions: int = 10000,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Transformer sinusoidal embedding of (possibly fractional) labels (DDPM App. B): [sin(l ω_j), cos(l ω_j)],
+    ω_j = max_positions^(-j / (dim/2 - 1)). Computed in `dtype` (float32 as in the reference, float64 for float64 nets)."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=labels.device) * (-math.log(max_positions) / (half - 1)))
-    args = labels.float()[:, None] * freqs[None, :]
+    freqs = torch.exp(torch.arange(half, dtype=dtype, device=labels.device) * (-math.log(max_positions) / (half - 1)))
+    args = labels.to(dtype)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 

@@ -52,7 +52,8 @@ def run(args) -> int:
                     z = (xb.float() + u) / 256.0
                     z = z * 2 - 1 if p.data.centered else z
                 with torch.no_grad():
-                    logp, _, nfe = log_likelihood(sde, score_fn, z.to(device), eps=1e-5, estimator=p.eval.bpd_estimator,
+                    logp, _, nfe = log_likelihood(sde, score_fn, z.to(device), eps=1e-5, rtol=p.eval.bpd_rtol, atol=p.eval.bpd_atol,
+                                                  estimator=p.eval.bpd_estimator,
                                                   generator=gens)
                 logp = logp.detach().cpu().numpy()
                 if points:

@@ -1,0 +1,69 @@
+"""One DAG, two front ends: dvc.yaml and the Snakefile declare the same stages, commands, inputs and outputs."""
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from e2e_util import copy_repo, run
+from pipeline import dag
+
+
+def snakemake_jobs(text: str) -> list[dict]:
+    """Jobs of a `snakemake -n -p` listing: rule, input, output, shell command."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\nrule )", text):
+        m = re.search(r"^rule (\w+):", block, re.M)
+        if not m or m.group(1) == "all":
+            continue
+        field = lambda name: [s for s in (re.search(rf"^\s+{name}: (.*)$", block, re.M) or [None, ""])[1].split(", ") if s]  # noqa: E731
+        cmd = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs.append({"rule": m.group(1), "input": sorted(field("input")), "output": sorted(field("output")),
+                     "cmd": cmd.group(1).strip() if cmd else None})
+    return jobs
+
+
+def dvc_stages(path) -> list[dict]:
+    stages = yaml.safe_load(path.read_text())["stages"]
+    out = []
+    for name, s in stages.items():
+        outs, persist = [], []
+        for section in ("outs", "metrics", "plots"):
+            for o in s.get(section, []):
+                key = o if isinstance(o, str) else next(iter(o))
+                (persist if isinstance(o, dict) and o[key].get("persist") else outs).append(key)
+        out.append({"rule": name.split("-")[0], "name": name, "input": sorted(s["deps"]), "output": sorted(outs),
+                    "persist": persist, "cmd": s["cmd"]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("dag") / "repo")
+
+
+@pytest.mark.parametrize("suite", ["smoke", "default"])
+def test_dvc_yaml_equals_snakefile(repo, suite):
+    dvc_file = repo / dag.dvc_yaml_path(suite)
+    if not dvc_file.exists():
+        pytest.skip(f"suite {suite} has no dvc.yaml in this checkout")
+    from_dvc = dvc_stages(dvc_file)
+    text = run(["snakemake", "-n", "-p", "-c1", "--config", f"suite={suite}"], repo).stdout
+    from_smk = snakemake_jobs(text)
+    key = lambda j: (j["rule"], j["cmd"], tuple(j["input"]), tuple(j["output"]))  # noqa: E731
+    assert sorted(map(key, from_smk)) == sorted(map(key, from_dvc))
+    # the only difference is declared and deliberate: training snapshots are a DVC `persist` output only
+    assert all(p.endswith("/snapshots") for s in from_dvc for p in s["persist"])
+    assert len(from_dvc) == len(from_smk) and len({s["name"] for s in from_dvc}) == len(from_dvc)
+
+
+def test_committed_dvc_yaml_is_up_to_date():
+    r = run(["python", "-m", "pipeline", "dag", "--check"], ROOT, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_parser_reads_rules():
+    sample = ("[Sun Nov 29 07:20:44 2026]\nrule prepare:\n    input: a, b\n    output: c\n    jobid: 5\n"
+              "Shell command: python -m pipeline prepare --dataset digits\n")
+    assert snakemake_jobs("x\n" + sample) == [{"rule": "prepare", "input": ["a", "b"], "output": ["c"],
+                                                "cmd": "python -m pipeline prepare --dataset digits"}]

@@ -1,0 +1,95 @@
+"""The smoke experiment end to end through `dvc repro` in a temporary copy of the repository, then the rerun
+rules: a sampler setting reruns only that sampler's stages and the report; a model setting reruns train onwards."""
+import json
+import re
+import sqlite3
+import time
+
+import pytest
+
+from e2e_util import copy_repo, run
+from test_dag import snakemake_jobs
+
+DVC = "pipelines/smoke/dvc.yaml"
+ALL_DOWNSTREAM_OF_TRAIN = {"train-smoke", "sample-smoke-pc", "sample-smoke-ode", "evaluate-smoke-pc",
+                           "evaluate-smoke-ode", "likelihood-smoke", "report-smoke"}
+
+
+def dvc_would_run(repo) -> set[str]:
+    out = run(["dvc", "repro", "--dry", DVC], repo).stdout
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def snakemake_would_run(repo) -> set[str]:
+    jobs = snakemake_jobs(run(["snakemake", "-n", "-p", "-c1", "--config", "suite=smoke"], repo).stdout)
+    names = set()
+    for j in jobs:  # name jobs like DVC stages, from their command line
+        m = re.search(r"pipeline (\w+) (?:--params params/(\w+)\.yaml|--dataset (\w+)|--suite (\w+))(?: --sampler (\w+))?", j["cmd"])
+        names.add("-".join(x for x in (m.group(1), m.group(2) or m.group(3) or m.group(4), m.group(5)) if x))
+    return names
+
+
+def edit(repo, old: str, new: str) -> None:
+    f = repo / "params/smoke.yaml"
+    text = f.read_text()
+    assert old in text
+    f.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    store = repo / "mlflow.db"
+    t0 = time.perf_counter()
+    import os
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    try:
+        run(["dvc", "repro", DVC], repo, timeout=900)
+        print(f"\nsmoke suite through dvc repro: {time.perf_counter() - t0:.0f} s")
+        # adopt DVC's outputs in Snakemake's metadata (records params without running anything)
+        run(["snakemake", "-c1", "--touch", "--forceall", "--config", "suite=smoke"], repo)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    return repo
+
+
+@pytest.mark.timeout(1200)
+def test_smoke_outputs_are_real(repo):
+    ev = json.loads((repo / "runs/smoke/smoke/eval/pc.json").read_text())
+    fd = ev["classifier"]["fd"]
+    assert fd["n"] == 2 and fd["mean"] > 0 and fd["std"] is not None
+    assert ev["inception"]["status"].startswith("not computed")
+    lik = json.loads((repo / "runs/smoke/smoke/likelihood.json").read_text())
+    assert 0 < lik["bpd"]["mean"] < 12 and lik["nfe"] > 10 and lik["bpd"]["stderr"] > 0
+    train = json.loads((repo / "runs/smoke/smoke/train_metrics.json").read_text())
+    assert train["step"] == 300 and train["final_loss"] < 1.0
+    report = (repo / "reports/smoke/README.md").read_text()
+    assert f"{fd['mean']:.4g}" in report and "not run" not in report
+    assert (repo / "reports/smoke/index.html").stat().st_size > 1000
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        stages = {r[0] for r in db.execute("select value from tags where key = 'pipeline.stage'")}
+        commits = {r[0] for r in db.execute("select value from tags where key = 'git.commit'")}
+    assert {"train", "sample/pc", "sample/ode", "evaluate/pc", "likelihood", "report"} <= stages
+    assert all(len(c) == 40 for c in commits)
+
+
+@pytest.mark.timeout(600)
+def test_up_to_date_after_repro(repo):
+    assert dvc_would_run(repo) == set()
+
+
+@pytest.mark.timeout(600)
+def test_sampler_change_reruns_only_that_sampler(repo):
+    edit(repo, "rtol: 0.001", "rtol: 0.002")
+    want = {"sample-smoke-ode", "evaluate-smoke-ode", "report-smoke"}
+    assert dvc_would_run(repo) == want
+    assert snakemake_would_run(repo) == want
+    edit(repo, "rtol: 0.002", "rtol: 0.001")
+
+
+@pytest.mark.timeout(600)
+def test_model_change_reruns_train_and_downstream(repo):
+    edit(repo, "hidden: 256", "hidden: 128")
+    assert dvc_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
+    assert snakemake_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
+    edit(repo, "hidden: 128", "hidden: 256")

@@ -1,0 +1,254 @@
+"""Samplers driven by exact scores reproduce their targets: a 2-D two-component mixture and a 784-D Gaussian.
+
+Targets are the perturbed marginals p_eps (closed form). Tolerances (n = samples):
+- 2-D (n = 2000): component weight within 4 binomial s.e. (0.041); each component's mean and covariance entries
+  within 4 s.e. of its target (s.e. from the target covariance and the component count); MMD^2 (RBF, bandwidths
+  0.25-2) to an independent exact sample below the null bound = mean + 4 std of MMD^2 over 10 exact-vs-exact pairs.
+- 784-D N(μ, 0.25^2 I) (n = 64, 50,176 coordinates): pooled mean error within 3% of the std; pooled variance ratio
+  within 0.05 of its expected value: 1, or 1/(1 - r^2) when a Langevin corrector with snr r runs (the unadjusted
+  Langevin step's own stationary bias). Corrector-only samplers get 0.12: they lag the annealing.
+"""
+import math
+
+import pytest
+import torch
+
+from pipeline import rng
+from pipeline.mixtures import GaussianMixture
+from pipeline.sampling import ALD_CONVENTIONS, CORRECTORS, PREDICTORS, ald_sample, ode_sample, pc_sample
+from pipeline.sde import VESDE, VPSDE, subVPSDE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
+_MU = torch.rand(784, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.5
+GAUSS = GaussianMixture([1.0], _MU[None], [0.25 ** 2])
+SDES = {"vesde": (lambda N: VESDE(0.01, 50.0, N), 1e-5), "vpsde": (lambda N: VPSDE(0.1, 20.0, N), 1e-3),
+        "subvpsde": (lambda N: subVPSDE(0.1, 20.0, N), 1e-3)}
+N_2D, N_784 = 2000, 64
+
+
+def mmd2(x, y, bandwidths=(0.25, 0.5, 1.0, 2.0)):
+    """Unbiased MMD^2 with a sum of RBF kernels."""
+    n, m = len(x), len(y)
+    dxx, dyy, dxy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
+    total = 0.0
+    for h in bandwidths:
+        k = lambda d: torch.exp(-d / (2 * h * h))  # noqa: E731
+        total += (k(dxx).sum() - n) / (n * (n - 1)) + (k(dyy).sum() - m) / (m * (m - 1)) - 2 * k(dxy).mean()
+    return float(total)
+
+
+@pytest.fixture(scope="module")
+def mmd_null_bound():
+    vals = torch.tensor([mmd2(MIX.sample(N_2D, torch.Generator().manual_seed(100 + 2 * i))[0].double(),
+                              MIX.sample(N_2D, torch.Generator().manual_seed(101 + 2 * i))[0].double())
+                         for i in range(10)])
+    return float(vals.mean() + 4 * vals.std())
+
+
+def mixture_errors(x, target):
+    """Worst |error| / s.e. over weights, component means and covariances, and the MMD^2 to an exact sample."""
+    x = x.double()
+    labels = target.log_posterior(x).argmax(1)
+    out = {"weight_z": 0.0, "mean_z": 0.0, "cov_z": 0.0}
+    for k in range(2):
+        w = float(target.weights[k])
+        xk = x[labels == k]
+        nk = len(xk)
+        out["weight_z"] = max(out["weight_z"], abs(nk / len(x) - w) / math.sqrt(w * (1 - w) / len(x)))
+        cov = target.covs[k]
+        out["mean_z"] = max(out["mean_z"], float(((xk.mean(0) - target.means[k]).abs() / (cov.diag() / nk).sqrt()).max()))
+        se = ((cov ** 2 + torch.outer(cov.diag(), cov.diag())) / nk).sqrt()  # s.e. of sample covariance entries
+        out["cov_z"] = max(out["cov_z"], float(((torch.cov(xk.T) - cov).abs() / se).max()))
+    out["mmd2"] = mmd2(x, target.sample(len(x), torch.Generator().manual_seed(99))[0].double())
+    return out
+
+
+def gaussian_errors(x, target):
+    """(pooled mean error / std, pooled variance / target variance) for the 784-D Gaussian."""
+    d = x.double() - target.means[0]
+    var = float(target.covs[0, 0])
+    return float(d.mean()) / math.sqrt(var), float((d ** 2).mean()) / var
+
+
+def assert_mixture(x, target, bound):
+    e = mixture_errors(x, target)
+    assert e["weight_z"] < 4 and e["mean_z"] < 4 and e["cov_z"] < 4 and e["mmd2"] < bound, (e, bound)
+
+
+def assert_gaussian(x, target, expected_ratio=1.0, ratio_tol=0.05):
+    mean_err, ratio = gaussian_errors(x, target)
+    assert abs(mean_err) < 0.03 and abs(ratio - expected_ratio) < ratio_tol, (mean_err, ratio, expected_ratio)
+
+
+PC_CASES = [  # (sde, predictor, corrector, snr, steps)
+    ("vesde", "euler_maruyama", "none", 0.16, 500), ("vesde", "reverse_diffusion", "none", 0.16, 500),
+    ("vesde", "ancestral_sampling", "none", 0.16, 500), ("vpsde", "euler_maruyama", "none", 0.16, 500),
+    ("vpsde", "reverse_diffusion", "none", 0.16, 500), ("vpsde", "ancestral_sampling", "none", 0.16, 500),
+    ("subvpsde", "euler_maruyama", "none", 0.16, 500), ("subvpsde", "reverse_diffusion", "none", 0.16, 500),
+    ("vesde", "reverse_diffusion", "langevin", 0.16, 500), ("vpsde", "euler_maruyama", "langevin", 0.16, 500),
+    ("subvpsde", "reverse_diffusion", "langevin", 0.16, 500), ("vpsde", "ancestral_sampling", "langevin", 0.16, 500),
+    ("vesde", "euler_maruyama", "ald", 0.16, 500), ("vpsde", "reverse_diffusion", "ald", 0.16, 500),
+    ("subvpsde", "euler_maruyama", "ald", 0.16, 500),
+    ("vesde", "none", "langevin", 0.16, 1000), ("vpsde", "none", "langevin", 0.16, 1000),
+    ("subvpsde", "none", "langevin", 0.16, 1000), ("vpsde", "none", "ald", 0.16, 1000),
+]
+
+
+def _expected_ratio(predictor, corrector, snr):
+    return 1.0 / (1.0 - snr ** 2) if corrector == "langevin" else 1.0
+
+
+@pytest.mark.parametrize("name,predictor,corrector,snr,steps", PC_CASES)
+def test_pc_sampler_on_2d_mixture(name, predictor, corrector, snr, steps, mmd_null_bound):
+    make, eps = SDES[name]
+    sde = make(steps)
+    x, nfe = pc_sample(sde, MIX.score_fn(sde), (N_2D, 2), predictor, corrector, snr, 1, eps, True,
+                       torch.Generator().manual_seed(1))
+    assert nfe == steps * ((predictor != "none") + (corrector != "none"))
+    if predictor == "none":  # corrector-only samplers lag the annealing: weights and the MMD get twice the room
+        e = mixture_errors(x, MIX.at_time(sde, eps))
+        assert e["weight_z"] < 4 and e["mean_z"] < 4 and e["cov_z"] < 4 and e["mmd2"] < 2 * mmd_null_bound, e
+    else:
+        assert_mixture(x, MIX.at_time(sde, eps), mmd_null_bound)
+
+
+@pytest.mark.parametrize("name,predictor,corrector,snr,steps", PC_CASES)
+def test_pc_sampler_on_784d_gaussian(name, predictor, corrector, snr, steps):
+    make, eps = SDES[name]
+    sde = make(steps)
+    x, _ = pc_sample(sde, GAUSS.score_fn(sde), (N_784, 784), predictor, corrector, snr, 1, eps, True,
+                     torch.Generator().manual_seed(1))
+    assert_gaussian(x, GAUSS.at_time(sde, eps), _expected_ratio(predictor, corrector, snr),
+                    0.12 if predictor == "none" else 0.05)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_ode_sampler(name, mmd_null_bound):
+    make, eps = SDES[name]
+    sde = make(1000)
+    x, nfe = ode_sample(sde, MIX.score_fn(sde), (N_2D, 2), eps=eps, generator=torch.Generator().manual_seed(2))
+    assert 20 < nfe < 500
+    assert_mixture(x, MIX.at_time(sde, eps), mmd_null_bound)
+    x, nfe_d = ode_sample(sde, GAUSS.score_fn(sde), (N_784, 784), eps=eps, denoise=True,
+                          generator=torch.Generator().manual_seed(2))
+    assert_gaussian(x, GAUSS.at_time(sde, eps))
+
+
+def test_ode_sampler_maps_latent_deterministically():
+    sde = VPSDE(0.1, 20.0, 1000)
+    z = sde.prior_sampling((8, 2), torch.Generator().manual_seed(3))
+    a, _ = ode_sample(sde, MIX.score_fn(sde), (8, 2), z=z)
+    b, _ = ode_sample(sde, MIX.score_fn(sde), (8, 2), z=z)
+    assert torch.equal(a, b)
+
+
+def test_probability_flow_predictor_and_paper_order(mmd_null_bound):
+    sde, eps = VPSDE(0.1, 20.0, 500), 1e-3
+    x, nfe = pc_sample(sde, GAUSS.score_fn(sde), (N_784, 784), "reverse_diffusion", "none", eps=eps,
+                       generator=torch.Generator().manual_seed(4), probability_flow=True)
+    assert nfe == 500
+    assert_gaussian(x, GAUSS.at_time(sde, eps))
+    ve = VESDE(0.01, 50.0, 500)
+    x, nfe = pc_sample(ve, MIX.score_fn(ve), (N_2D, 2), "reverse_diffusion", "langevin", 0.16, 2, 1e-5,
+                       generator=torch.Generator().manual_seed(5), order="paper")
+    assert nfe == 500 + 499 * 2  # no corrector after the last predictor step
+    assert_mixture(x, MIX.at_time(ve, 1e-5), mmd_null_bound)
+
+
+def test_p2000_interpolates_noise_scales_for_a_discrete_model():
+    """A discretely trained VE model (100 levels, labels = descending index) sampled with 100 and 200 steps."""
+    from pipeline.losses import get_score_fn
+    train_sde = VESDE(0.01, 50.0, 100)
+    sig = train_sde.sigmas_descending
+    seen = []
+
+    def discrete_model(x, labels):  # the exact score at the trained level σ_labels
+        seen.append(labels.clone())
+        return GAUSS.score(x, torch.log(sig[labels] / 0.01) / math.log(5000), train_sde)
+
+    score = get_score_fn(train_sde, discrete_model, continuous=False)
+    for steps in (100, 200):
+        seen.clear()
+        x, nfe = pc_sample(train_sde, score, (N_784, 784), "reverse_diffusion", "none", eps=1e-5,
+                           generator=torch.Generator().manual_seed(6), num_steps=steps)
+        assert nfe == steps and all(int(lab[0]) in range(100) for lab in seen)
+        assert int(seen[0][0]) == 0 and int(seen[-1][0]) == 99  # from σmax to σmin
+        assert_gaussian(x, GAUSS.at_time(train_sde, 1e-5), ratio_tol=0.06)
+
+
+def test_per_row_generators_make_rows_independent_of_batch_size():
+    sde = VPSDE(0.1, 20.0, 50)
+    for pred, corr in (("reverse_diffusion", "none"), ("euler_maruyama", "ald"), ("ancestral_sampling", "none")):
+        a, _ = pc_sample(sde, MIX.score_fn(sde), (4, 2), pred, corr, generator=rng.per_row_generators(11, 0, 4))
+        b, _ = pc_sample(sde, MIX.score_fn(sde), (8, 2), pred, corr, generator=rng.per_row_generators(11, 0, 8))
+        assert torch.equal(a, b[:4]), (pred, corr)
+    ve = VESDE(0.01, 1.0, 5)
+    a, _ = ald_sample(ve, MIX.score_fn(ve), (4, 2), n_steps_each=5, generator=rng.per_row_generators(3, 0, 4))
+    b, _ = ald_sample(ve, MIX.score_fn(ve), (8, 2), n_steps_each=5, generator=rng.per_row_generators(3, 0, 8))
+    assert torch.equal(a, b[:4])
+
+
+def _ald_moments(sde, mu, var, steps, lr, convention):
+    """Exact ALD recursion for N(μ, var I) from U[0,1): x' - μ_i = (1 - c/v_i)(x - μ_i) + sqrt(q) z, v_i = var + σ_i^2."""
+    dev, second = 0.5 - mu, 1.0 / 12.0
+    for sigma in sde.sigmas_descending.tolist():
+        alpha = lr * (sigma / sde.sigma_min) ** 2
+        c, q = (alpha / 2, alpha) if convention == "paper" else (alpha, 2 * alpha)
+        a = 1 - c / (var + sigma ** 2)
+        for _ in range(steps):
+            dev, second = a * dev, a * a * second + q
+    return mu + dev, second
+
+
+@pytest.mark.parametrize("convention", sorted(ALD_CONVENTIONS))
+def test_ald_matches_its_exact_gaussian_recursion(convention):
+    """NCSN v1 settings (10 levels 1 → 0.01, 100 steps each, ε = 2e-5) on N(μ, 0.1^2 I), μ in [0.3, 0.7]^784."""
+    sde = VESDE(0.01, 1.0, 10)
+    mu = 0.3 + 0.4 * (_MU + 0.5)
+    data = GaussianMixture([1.0], mu[None], [0.01])
+    x, nfe = ald_sample(sde, data.score_fn(sde), (N_784, 784), 100, 2e-5, convention,
+                        generator=torch.Generator().manual_seed(7))
+    assert nfe == 1000
+    mean, var = _ald_moments(sde, mu, 0.01, 100, 2e-5, convention)
+    d = x.double() - mean
+    assert abs(float(d.mean())) < 4 * math.sqrt(var / d.numel())
+    assert float((d ** 2).mean()) / var == pytest.approx(1.0, abs=4 * math.sqrt(2 / d.numel()))
+
+
+def test_ald_on_2d_mixture_recovers_weights_and_means():
+    sde = VESDE(0.01, 1.0, 10)
+    mix = GaussianMixture([0.3, 0.7], [[0.3, 0.3], [0.7, 0.65]], [0.01, 0.008])
+    x, _ = ald_sample(sde, mix.score_fn(sde), (N_2D, 2), 100, 2e-5, "reference",
+                      generator=torch.Generator().manual_seed(8), denoise=True)
+    e = mixture_errors(x, GaussianMixture(mix.weights, mix.means, torch.diag_embed(mix.covs)))
+    assert e["weight_z"] < 4 and e["mean_z"] < 4, e
+
+
+def test_nfe_counts_progress_and_errors(capsys):
+    sde = VPSDE(0.1, 20.0, 10)
+    score = MIX.score_fn(sde)
+    g = torch.Generator().manual_seed(0)
+    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g)[1] == 30
+    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g, order="paper")[1] == 28
+    assert pc_sample(sde, score, (3, 2), "none", "langevin", n_steps=3, generator=g)[1] == 30
+    assert pc_sample(sde, score, (3, 2), "none", "none", generator=g, progress=True)[1] == 0
+    assert "PC sampling" in capsys.readouterr().err
+    assert set(PREDICTORS) == {"euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"}
+    assert set(CORRECTORS) == {"langevin", "ald", "none"}
+    with pytest.raises(ValueError, match="unknown predictor"):
+        pc_sample(sde, score, (3, 2), "heun", "none", generator=g)
+    with pytest.raises(ValueError, match="ancestral"):
+        pc_sample(subVPSDE(N=10), score, (3, 2), "ancestral_sampling", "none", generator=g)
+    with pytest.raises(ValueError, match="Generator"):
+        pc_sample(sde, score, (3, 2))
+    with pytest.raises(ValueError, match="VE SDE"):
+        ald_sample(sde, score, (3, 2), generator=g)
