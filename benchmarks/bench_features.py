@@ -85,7 +85,7 @@ def timed(fn) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -97,16 +97,21 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.num_images, 3, args.image_size, args.image_size), dtype=np.uint8)
 
+    batches = [images[start:start + args.batch_size] for start in range(0, args.num_images, args.batch_size)]
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_weights(tmp)
-        png_dir = tmp / "png"
-        png_dir.mkdir()
-        for index, image in enumerate(images):
-            Image.fromarray(image.transpose(1, 2, 0)).save(png_dir / f"{index:05d}.png")
+        for index, batch in enumerate(batches):  # one folder per batch, for clean-fid's folder path
+            folder = tmp / "png" / f"batch{index:03d}"
+            folder.mkdir(parents=True)
+            for row, image in enumerate(batch):
+                Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{row:05d}.png")
 
         print(f"device={device} torch_threads={torch.get_num_threads()} images={args.num_images} "
-              f"size={args.image_size} batch={args.batch_size} (Inception-v3 architecture, random weights)")
+              f"size={args.image_size} batch={args.batch_size} repeats={args.repeats} "
+              "(Inception-v3 architecture, random weights)")
+        print("ratio = clean-fid time / our time, median over interleaved per-batch pairs (>1: ours faster)")
         print(f"{'mode':18s} {'ours img/s':>11s} {'clean-fid gen img/s':>20s} {'clean-fid folder img/s':>23s} "
               f"{'ratio vs gen':>13s} {'ratio vs folder':>16s} {'max |diff|':>11s}")
         for mode in args.modes.split(","):
@@ -114,34 +119,41 @@ def main() -> None:
             cleanfid_model = InceptionV3W(str(tmp), download=False,
                                           resize_inside=(mode == "legacy_tensorflow")).to(device).eval()
 
-            def ours():
-                return inception_features(images, model=ours_model, mode=mode, batch_size=args.batch_size,
+            def ours(index):
+                return inception_features(batches[index], model=ours_model, mode=mode, batch_size=args.batch_size,
                                           device=device)[0]
 
-            def cleanfid_generator():
-                # compute_fid(gen=G) path: G yields [0,255] float batches; clean-fid resizes and extracts.
-                batches = iter(torch.from_numpy(images).float().split(args.batch_size))
-                return get_model_features(lambda z: next(batches), cleanfid_model, mode=mode, z_dim=1,
-                                          num_gen=args.num_images, batch_size=args.batch_size, device=device,
-                                          verbose=False)
+            def cleanfid_generator(index):
+                # compute_fid(gen=G) path: G yields a [0,255] float batch; clean-fid resizes and extracts.
+                batch = torch.from_numpy(batches[index]).float()
+                return get_model_features(lambda z: batch, cleanfid_model, mode=mode, z_dim=1, num_gen=len(batch),
+                                          batch_size=len(batch), device=device, verbose=False)
 
-            def cleanfid_folder():
+            def cleanfid_folder(index):
                 # compute_fid(fdir1, fdir2) path: PNG decode + resize in a DataLoader, then extraction.
-                return get_folder_features(str(png_dir), cleanfid_model, num_workers=0, batch_size=args.batch_size,
-                                           device=device, mode=mode, verbose=False)
+                return get_folder_features(str(tmp / "png" / f"batch{index:03d}"), cleanfid_model, num_workers=0,
+                                           batch_size=args.batch_size, device=device, mode=mode, verbose=False)
 
-            times = {"ours": [], "gen": [], "folder": []}
-            results = {}
-            ours()  # warm-up (TorchScript profiling runs)
-            # Interleaved repeats, best time kept: the shared CPUs vary by 2x from one second to the next.
-            for _ in range(args.repeats):
-                for name, fn in (("ours", ours), ("gen", cleanfid_generator), ("folder", cleanfid_folder)):
-                    seconds, results[name] = timed(fn)
-                    times[name].append(seconds)
-            rate = {name: args.num_images / min(values) for name, values in times.items()}
-            diff = max(np.abs(results["ours"] - results["gen"]).max(), np.abs(results["ours"] - results["folder"]).max())
-            print(f"{mode:18s} {rate['ours']:11.1f} {rate['gen']:20.1f} {rate['folder']:23.1f} "
-                  f"{rate['ours'] / rate['gen']:13.3f} {rate['ours'] / rate['folder']:16.3f} {diff:11.2e}")
+            paths = {"ours": ours, "gen": cleanfid_generator, "folder": cleanfid_folder}
+            for fn in paths.values():  # warm-up: TorchScript's profiling executor optimizes on the first calls
+                fn(0)
+            times = {name: [] for name in paths}
+            outputs = {name: [None] * len(batches) for name in paths}
+            # The shared CPUs vary by 2x within seconds, so each batch is timed on every path back to back
+            # (order rotated) and the ratio is the median of these paired ratios.
+            names = list(paths)
+            for repeat in range(args.repeats):
+                for index in range(len(batches)):
+                    shift = (repeat * len(batches) + index) % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        seconds, outputs[name][index] = timed(lambda: paths[name](index))
+                        times[name].append(seconds)
+            rate = {name: args.num_images * args.repeats / sum(values) for name, values in times.items()}
+            ratio = {name: float(np.median(np.array(times[name]) / np.array(times["ours"]))) for name in ("gen", "folder")}
+            ours_all = np.concatenate(outputs["ours"])
+            diff = max(np.abs(ours_all - np.concatenate(outputs[name])).max() for name in ("gen", "folder"))
+            print(f"{mode:18s} {rate['ours']:11.2f} {rate['gen']:20.2f} {rate['folder']:23.2f} "
+                  f"{ratio['gen']:13.3f} {ratio['folder']:16.3f} {diff:11.2e}")
 
 
 if __name__ == "__main__":

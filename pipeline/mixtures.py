@@ -45,8 +45,11 @@ class GaussianMixture:
             raise ValueError(f"covs of shape {tuple(covs.shape)} do not fit K={K}, D={D}")
         self.covs = covs
         # Σ_k = U_k diag(λ_k) U_k^T: the perturbed covariance m^2 Σ_k + std^2 I is diagonal in the same basis.
+        # Rows rotate into all K eigenbases at once with x @ [U_1 ... U_K] (one matmul).
         if self.full:
             self.eigvals, self.eigvecs = torch.linalg.eigh(covs)
+            self._rotate = torch.cat(list(self.eigvecs), dim=1)  # (D, K D)
+            self._rotated_means = torch.einsum("kd,kde->ke", self.means, self.eigvecs)
         else:
             self.eigvals, self.eigvecs = covs, None
 
@@ -98,27 +101,23 @@ class GaussianMixture:
         return self._log_components_and_score(x, t, sde, want_score=False)[0]
 
     def _log_components_and_score(self, x, t, sde, want_score: bool):
+        """(log w_k + log N_k (B, K) or None, per-component scores in the eigenbases (B, K, D) or None)."""
         xf = x.reshape(x.shape[0], -1).to(torch.float64)
-        if xf.shape[1] != self.dim:
-            raise ValueError(f"x has {xf.shape[1]} dimensions per sample, the mixture {self.dim}")
+        B, (K, D) = xf.shape[0], self.means.shape
+        if xf.shape[1] != D:
+            raise ValueError(f"x has {xf.shape[1]} dimensions per sample, the mixture {D}")
         m, std = self._coeffs(xf, t, sde)
-        means = m[:, None, None] * self.means.to(xf.device)[None]  # (B, K, D)
-        diff = xf[:, None, :] - means
-        D = self.dim
-        if self.full:  # rotate into each component's eigenbasis, where the covariance is diagonal
-            U = self.eigvecs.to(xf.device)
-            diff = torch.einsum("kji,bkj->bki", U, diff)
-        var = m[:, None, None] ** 2 * self.eigvals.to(xf.device)[None] + std[:, None, None] ** 2
-        comp_score = None
-        if want_score:
-            comp_score = -diff / var
-            if self.full:
-                comp_score = torch.einsum("kij,bkj->bki", U, comp_score)
-            if len(self.weights) == 1:  # a single Gaussian: the score needs no responsibilities
-                return None, comp_score
+        if self.full:  # coordinates in each component's eigenbasis
+            diff = (xf @ self._rotate.to(xf.device)).reshape(B, K, D) - m[:, None, None] * self._rotated_means.to(xf.device)
+        else:
+            diff = xf[:, None, :] - m[:, None, None] * self.means.to(xf.device)
+        var = m[:, None, None] ** 2 * self.eigvals.to(xf.device) + std[:, None, None] ** 2
+        comp_score = -diff / var if want_score else None
+        if want_score and K == 1:  # a single Gaussian: the score needs no responsibilities
+            return None, comp_score
         maha = _sum_last(diff ** 2 / var)
         logdet = _sum_last(torch.log(var))
-        logc = torch.log(self.weights.to(xf.device))[None] - 0.5 * (maha + logdet + D * math.log(2 * math.pi))
+        logc = torch.log(self.weights.to(xf.device)) - 0.5 * (maha + logdet + D * math.log(2 * math.pi))
         return logc, comp_score
 
     def log_prob(self, x: torch.Tensor, t=None, sde=None) -> torch.Tensor:
@@ -133,11 +132,13 @@ class GaussianMixture:
     def score(self, x: torch.Tensor, t=None, sde=None) -> torch.Tensor:
         """∇_x log p_t(x) = Σ_k p_t(k | x) (-C_k^{-1} (x - m μ_k)), same shape and dtype as x."""
         logc, comp_score = self._log_components_and_score(x, t, sde, want_score=True)
-        if comp_score.shape[1] == 1:
-            s = comp_score[:, 0]
+        if logc is not None:
+            comp_score = comp_score * torch.exp(logc - _logsumexp_last(logc)[:, None])[..., None]  # × p_t(k | x)
+        B, K, D = comp_score.shape
+        if self.full:  # back from the eigenbases, summed over components: one matmul with [U_1 ... U_K]^T
+            s = comp_score.reshape(B, K * D) @ self._rotate.to(comp_score.device).T
         else:
-            resp = torch.exp(logc - _logsumexp_last(logc)[:, None])  # p_t(k | x)
-            s = torch.einsum("bk,bkd->bd", resp, comp_score)
+            s = comp_score.sum(dim=1) if K > 1 else comp_score[:, 0]
         return s.reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

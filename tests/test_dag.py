@@ -48,7 +48,8 @@ def test_dvc_yaml_equals_snakefile(repo, suite):
     if not dvc_file.exists():
         pytest.skip(f"suite {suite} has no dvc.yaml in this checkout")
     from_dvc = dvc_stages(dvc_file)
-    text = run(["snakemake", "-n", "-p", "-c1", "--config", f"suite={suite}"], repo).stdout
+    r = run(["snakemake", "-n", "-p", "--forceall", "-c1", "--config", f"suite={suite}"], repo)
+    text = r.stdout + r.stderr
     from_smk = snakemake_jobs(text)
     key = lambda j: (j["rule"], j["cmd"], tuple(j["input"]), tuple(j["output"]))  # noqa: E731
     assert sorted(map(key, from_smk)) == sorted(map(key, from_dvc))

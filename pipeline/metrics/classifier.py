@@ -20,29 +20,31 @@ __all__ = [
 ]
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    # Stride 2 instead of conv + max-pool: half the activations to normalize and store, 2x faster on CPU.
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=2, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(),
-        nn.MaxPool2d(2),
     )
 
 
 class DatasetClassifier(nn.Module):
-    """Two conv blocks (conv3x3-BN-ReLU-maxpool) -> Linear -> ReLU (the features) -> Linear (the logits).
+    """conv5x5/2-BN-ReLU -> conv3x3/2-BN-ReLU -> Linear -> ReLU (the features) -> Linear (the logits).
 
-    Input: float images in [0, 1], (N, C, H, W) with H = W = image_size. Two 2x poolings, so image_size must be a
-    multiple of 4 (8 for sklearn digits, 28 for Fashion-MNIST, 32 for CIFAR-10).
+    Input: float images in [0, 1], (N, C, H, W) with H = W = image_size, a multiple of 4 (8 for sklearn digits,
+    28 for Fashion-MNIST, 32 for CIFAR-10).
     """
 
-    def __init__(self, num_channels: int, image_size: int, num_classes: int, width: int = 16,
+    def __init__(self, num_channels: int, image_size: int, num_classes: int, width: int = 32,
                  feature_dim: int = 128) -> None:
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         self.num_channels, self.image_size, self.num_classes = num_channels, image_size, num_classes
-        self.body = nn.Sequential(_conv_block(num_channels, width), _conv_block(width, 2 * width), nn.Flatten())
+        self.body = nn.Sequential(
+            _conv_bn_relu(num_channels, width, 5), _conv_bn_relu(width, 2 * width, 3), nn.Flatten()
+        )
         self.embed = nn.Linear(2 * width * (image_size // 4) ** 2, feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -68,7 +70,7 @@ def _initialize(model: nn.Module, generator: torch.Generator) -> None:
                 layer.reset_parameters()
 
 
-def make_classifier(num_channels: int, image_size: int, num_classes: int, width: int = 16,
+def make_classifier(num_channels: int, image_size: int, num_classes: int, width: int = 32,
                     feature_dim: int = 128, generator: torch.Generator | None = None) -> DatasetClassifier:
     """A freshly initialized `DatasetClassifier`; weights come from `generator` (default: seeded with 0)."""
     with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG; undo that
@@ -78,7 +80,7 @@ def make_classifier(num_channels: int, image_size: int, num_classes: int, width:
 
 
 def _to_input(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    tensor = images_uint8 if isinstance(images_uint8, torch.Tensor) else torch.from_numpy(np.asarray(images_uint8))
+    tensor = images_uint8 if isinstance(images_uint8, torch.Tensor) else torch.as_tensor(np.array(images_uint8))
     if tensor.dtype != torch.uint8 or tensor.ndim != 4:
         raise ValueError(f"images must be uint8 (N, C, H, W), got {tensor.dtype} {tuple(tensor.shape)}")
     return tensor
@@ -93,7 +95,7 @@ def train_classifier(
     generator: torch.Generator | None = None,
     progress: bool = False,
     num_classes: int | None = None,
-    width: int = 16,
+    width: int = 32,
     feature_dim: int = 128,
 ) -> DatasetClassifier:
     """Train a `DatasetClassifier` on uint8 (N, C, H, W) images and integer labels; returns it in eval mode.
