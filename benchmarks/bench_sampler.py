@@ -1,7 +1,7 @@
 """Sampler overhead outside the network (PC step time minus network forward time) for a ~1M-parameter conv score
 model on CPU, and probability-flow ODE NFE at two tolerances with an exact 784-D Gaussian score.
 
-Usage: python benchmarks/bench_sampler.py [--batch 64] [--steps 20] [--threads 1]
+Usage: python benchmarks/bench_sampler.py [--batch 8] [--steps 10] [--threads 1]
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def overhead(sde, predictor, corrector, batch, steps, per_row, repeats=3):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

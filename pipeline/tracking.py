@@ -90,9 +90,11 @@ class Tracker:
 
 
 def _setup(root: Path, suite: str):
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import mlflow
+
+    for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not the stage's business
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     mlflow.set_tracking_uri(tracking_uri(root))
     mlflow.set_experiment(f"score-repro/{suite}")
@@ -113,6 +115,9 @@ def _parent_run(mlflow, experiment: str) -> str:
 def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict | None = None) -> Iterator[Tracker]:
     """Open the stage's child run under the experiment's parent run (or a no-op tracker if MLflow fails)."""
     mlflow, run = None, None
+    if os.environ.get("PIPELINE_TRACKING", "on") == "off":
+        yield Tracker()
+        return
     try:
         mlflow = _setup(root, suite)
         parent = _parent_run(mlflow, experiment)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -27,6 +28,13 @@ from pipeline.stages.common import generator, seed_for
 
 class TrainingDiverged(StageError):
     pass
+
+
+def _fault(kind: str, step: int) -> bool:
+    """Fault injection for the no-lost-work tests: PIPELINE_FAULT="kill@12" (SIGKILL after step 12),
+    "snapkill@10" (SIGKILL while snapshot 10 is half-written), "nan@5" (a NaN loss at step 5)."""
+    spec = os.environ.get("PIPELINE_FAULT", "")
+    return bool(spec) and spec == f"{kind}@{step}"
 
 
 @dataclass
@@ -112,7 +120,7 @@ def valid_snapshots(folder: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int) -> None:
+def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=()) -> None:
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
@@ -120,7 +128,10 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
     final = folder / f"step_{step:09d}"
     with atomic.atomic_dir(final) as tmp:
         accelerator.save_state(str(tmp), safe_serialization=False)
-        torch.save({"step": step, "ema": ema.state_dict() if ema else None}, tmp / "pipeline_state.pt")
+        if _fault("snapkill", step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save({"step": step, "ema": ema.state_dict() if ema else None, "losses": torch.tensor(list(losses), dtype=torch.float64)},
+                   tmp / "pipeline_state.pt")
         (tmp / "checksums.json").write_text(json.dumps(_checksums(tmp), indent=1))
     for _, old in valid_snapshots(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
@@ -156,6 +167,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                                  likelihood_weighting=t_cfg.likelihood_weighting)
 
     start = 0
+    for stale in snapshot_dir.glob(".step_*.tmp") if snapshot_dir.exists() else []:
+        shutil.rmtree(stale, ignore_errors=True)  # a snapshot whose writer was killed half-way
     snaps = valid_snapshots(snapshot_dir) if snapshot_dir.exists() else []
     if snaps:
         step0, path = snaps[0]
@@ -166,6 +179,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
         start = state["step"]
         accelerator.print(f"resuming from snapshot {path} (step {start})")
     result = TrainResult(step=start, resumed_from=start)
+    if snaps and len(state.get("losses", ())):  # the loss curve before the resume point
+        result.losses = [(int(s), float(v)) for s, v in state["losses"].tolist()]
 
     stop = {"sig": None}
     old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sig="SIGTERM"))
@@ -201,6 +216,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
             if ema is not None:
                 ema.update(accelerator.unwrap_model(net))
             mean_loss = accelerator.reduce(total, reduction="mean").item()
+            if _fault("nan", step + 1):
+                mean_loss = float("nan")
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(f"{snapshot_dir}: training.n_iters: loss became {mean_loss} at step {step + 1}; "
                                        "the last good snapshot is kept (lower optim.lr or check the data)")
@@ -214,8 +231,10 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                     tracker.log_metrics({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                                          "grad_norm": float(grad_norm), "it_per_s": (step + 1 - start) / elapsed,
                                          "images_per_s": done_images / elapsed}, step=step + 1)
+            if _fault("kill", step + 1):
+                os.kill(os.getpid(), signal.SIGKILL)
             if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
-                save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep)
+                save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses)
             if stop["sig"]:
                 accelerator.print(f"{stop['sig']}: snapshot written at step {step + 1}; rerun the same command to resume")
                 raise SystemExit(143)

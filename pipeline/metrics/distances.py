@@ -5,6 +5,9 @@ Feature arrays are (N, D) float numpy arrays (Inception pool_3 or dataset-classi
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import torch
 from cleanfid import fid as cleanfid_fid
@@ -25,6 +28,14 @@ def _as_feature_matrix(feats: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+@contextlib.contextmanager
+def _quiet_sqrtm():
+    # clean-fid 0.1.35 passes scipy's deprecated `disp` to sqrtm; scipy is pinned below 1.18 where it still exists.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*disp.*", category=DeprecationWarning)
+        yield
+
+
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian statistics (mu, sigma) of an (N, D) feature set, as clean-fid computes them.
 
@@ -41,8 +52,9 @@ def frechet_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sig
     d² = ||mu1 - mu2||² + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2})   (Heusel et al. 2017, Eq. 6),
     evaluated by clean-fid's `frechet_distance` (scipy sqrtm with its eps fallback for singular products).
     """
-    return float(cleanfid_fid.frechet_distance(np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64),
-                                               np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64)))
+    with _quiet_sqrtm():
+        return float(cleanfid_fid.frechet_distance(np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64),
+                                                   np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64)))
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
@@ -51,7 +63,8 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     b = _as_feature_matrix(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
-    return float(cleanfid_fid.fid_from_feats(a, b))
+    with _quiet_sqrtm():
+        return float(cleanfid_fid.fid_from_feats(a, b))
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
