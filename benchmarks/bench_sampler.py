@@ -87,7 +87,7 @@ def main() -> None:
     params = sum(p.numel() for p in SmallConvScoreNet().parameters())
     print(f"score network: {params:,} parameters; batch {args.batch} x 1x28x28; {args.threads} CPU thread(s); "
           f"{args.steps} steps, best of 3")
-    print(f"{'sampler':<40} {'net ms/step':>12} {'outside ms/step':>16} {'overhead':>9}")
+    print(f"{'sampler':<52} {'net ms/step':>12} {'outside ms/step':>16} {'overhead':>9}")
     for label, sde, pred, corr in [("VP  euler_maruyama (P only)", VPSDE(N=1000), "euler_maruyama", "none"),
                                    ("VE  reverse_diffusion + langevin (PC)", VESDE(N=1000), "reverse_diffusion",
                                     "langevin"),
@@ -96,7 +96,7 @@ def main() -> None:
         for per_row in (False, True):
             out, net_ms = overhead(sde, pred, corr, args.batch, args.steps, per_row)
             tag = label + (" [per-row gens]" if per_row else "")
-            print(f"{tag:<40} {net_ms:12.2f} {out:16.3f} {100 * out / net_ms:8.2f}%")
+            print(f"{tag:<52} {net_ms:12.2f} {out:16.3f} {100 * out / net_ms:8.2f}%")
 
     print("\nprobability-flow ODE (RK45) NFE, exact score of N(mu, 0.25^2 I) in 784-D, batch 16")
     mu = torch.rand(784, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5

@@ -1,4 +1,7 @@
-"""The project checkpoint (`model.pt`): params, plain and EMA weights, step; written atomically."""
+"""Stage-side checkpoint I/O: atomic saves, and loading with every failure turned into one StageError line.
+
+The format itself (params, plain and EMA weights, step) lives in pipeline.models.checkpoint.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +10,9 @@ import torch
 
 from pipeline import atomic
 from pipeline.errors import StageError
+from pipeline.models.checkpoint import CheckpointError, load, to_project_checkpoint
 
-FORMAT = "pipeline-ckpt-v1"
-
-
-def make(params, model_sd: dict, ema_sd: dict | None, step: int) -> dict:
-    return {"format": FORMAT, "params": params.model_dump(mode="json"), "model": model_sd, "ema": ema_sd, "step": int(step)}
+make = to_project_checkpoint
 
 
 def save(path: Path, ckpt: dict) -> None:
@@ -20,31 +20,12 @@ def save(path: Path, ckpt: dict) -> None:
         torch.save(ckpt, tmp)
 
 
-def read(path: Path) -> dict:
-    """Load and check a project checkpoint; a missing, truncated or foreign file is one clear StageError."""
+def load_network(path: Path, device: str = "cpu", use_ema: bool = True) -> torch.nn.Module:
+    """The network of a project checkpoint in eval mode (EMA weights where present)."""
     path = Path(path)
     if not path.exists():
         raise StageError(f"{path}: model checkpoint missing; run the train stage (or `python -m pipeline import`) first")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types on corrupt zips
-        raise StageError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}); delete it and rerun the train stage") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise StageError(f"{path}: not a {FORMAT} checkpoint; convert reference checkpoints with `python -m pipeline import`")
-    return ckpt
-
-
-def load_network(path: Path, device: str = "cpu", use_ema: bool = True):
-    """(params, network in eval mode) with the EMA weights where present."""
-    from pipeline import models
-    from pipeline.config import validate
-
-    ckpt = read(path)
-    params = validate(ckpt["params"], str(path), Path(path).stem)
-    net = models.build(params)
-    weights = ckpt["ema"] if (use_ema and ckpt.get("ema") is not None) else ckpt["model"]
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as e:
-        raise StageError(f"{path}: weights do not fit model {params.model.name!r}: {str(e).splitlines()[0]}") from None
-    return params, net.to(device).eval()
+        return load(path, device=device, use_ema=use_ema)
+    except CheckpointError as e:
+        raise StageError(f"{e}; rerun the train stage (delete the file first) or re-import the checkpoint") from None

@@ -76,6 +76,7 @@ class AncestralSamplingPredictor(Predictor):
             x_mean = x + batch_view((s2 - prev2).to(x.dtype), x) * score
             std = torch.sqrt(prev2 * (s2 - prev2) / s2).to(x.dtype)
         else:
+            sde.check_discrete_betas()
             beta = sde.discrete_betas.to(x.device)[i].to(x.dtype)
             x_mean = (x + batch_view(beta, x) * score) / batch_view(torch.sqrt(1.0 - beta), x)
             std = torch.sqrt(beta)

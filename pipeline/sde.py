@@ -185,8 +185,15 @@ class VPSDE(SDE):
     def with_num_scales(self, N: int) -> "VPSDE":
         return VPSDE(self.beta_0, self.beta_1, N)
 
+    def check_discrete_betas(self) -> None:
+        """The DDPM table needs β_i = β(t_i)/N < 1, i.e. N > β1 (continuous-time samplers do not)."""
+        if self.beta_1 / self.N >= 1:
+            raise ValueError(f"N = {self.N} steps give DDPM betas up to {self.beta_1 / self.N:.3g} >= 1: the DDPM "
+                             f"discretization (reverse diffusion, ancestral sampling, the Langevin α) needs N > beta_max")
+
     def discretize(self, x, t):
         """DDPM (Eq. 21 read forward): x_{i+1} = sqrt(1 - β_i) x_i + sqrt(β_i) z, so f_i = (sqrt(1-β_i) - 1) x."""
+        self.check_discrete_betas()
         i = self.level_index(t)
         beta = self.discrete_betas.to(device=x.device)[i].to(x.dtype)
         return batch_view(torch.sqrt(1.0 - beta) - 1.0, x) * x, torch.sqrt(beta)
@@ -208,6 +215,7 @@ class subVPSDE(SDE):
 
     beta = VPSDE.beta
     log_mean_coeff = VPSDE.log_mean_coeff
+    check_discrete_betas = VPSDE.check_discrete_betas
 
     def sde(self, x, t):
         beta = self.beta(t)
@@ -244,6 +252,7 @@ def langevin_alpha(sde: SDE, t: torch.Tensor) -> torch.Tensor:
     """α of the Langevin step rule (PAPERS.md §3): 1 for VE, α_i = 1 - β_i at the nearest level for VP / sub-VP."""
     if isinstance(sde, VESDE) or not hasattr(sde, "alphas"):
         return torch.ones_like(t)
+    sde.check_discrete_betas()
     return sde.alphas.to(device=t.device)[sde.level_index(t)].to(t.dtype)
 
 

@@ -96,3 +96,21 @@ def test_class_conditional_sampling_with_the_exact_classifier():
     x, _ = pc_sample(sde, conditional_score_fn(mix.score_fn(sde), mix.classifier_logp_fn(sde), y), (n, 2),
                      "euler_maruyama", "none", eps=1e-3, generator=torch.Generator().manual_seed(6))
     assert (target.log_posterior(x.double()).argmax(1) == y).double().mean() >= 0.95
+
+
+def test_known_entries_follow_the_forward_marginal():
+    """After each update the known entries are a fresh draw m(t) x0 + std(t) z (PAPERS.md §5): stopped at t = 0.5
+    without denoising they have that mean and std (4 s.e.); the denoised output keeps exactly m(t) x0."""
+    sde, n = VPSDE(0.1, 20.0, 100), 20000
+    data = GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
+    x0 = torch.tensor([[1.5, 0.0]]).expand(n, 2).clone()
+    mask = torch.tensor([1.0, 0.0])
+    m, std = (float(v) for v in sde.marginal_coeffs(torch.tensor([0.5])))
+    x, _ = pc_inpaint(sde, data.score_fn(sde), x0, mask, "reverse_diffusion", "none", eps=0.5, denoise=False,
+                      generator=torch.Generator().manual_seed(7))
+    known = x[:, 0].double()
+    assert abs(float(known.mean()) - m * 1.5) < 4 * std / math.sqrt(n)
+    assert abs(float(known.std()) / std - 1) < 4 / math.sqrt(2 * n)
+    x, _ = pc_inpaint(sde, data.score_fn(sde), x0, mask, "reverse_diffusion", "none", eps=0.5, denoise=True,
+                      generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(x[:, 0], torch.full((n,), m * 1.5), atol=1e-6)

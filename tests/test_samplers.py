@@ -254,12 +254,16 @@ def test_ald_on_2d_mixture_recovers_weights_and_means():
 
 
 def test_nfe_counts_progress_and_errors(capsys):
-    sde = VPSDE(0.1, 20.0, 10)
+    sde = VPSDE(0.1, 20.0, 40)
     score = MIX.score_fn(sde)
     g = torch.Generator().manual_seed(0)
-    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g)[1] == 30
-    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g, order="paper")[1] == 28
-    assert pc_sample(sde, score, (3, 2), "none", "langevin", n_steps=3, generator=g)[1] == 30
+    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g)[1] == 120
+    assert pc_sample(sde, score, (3, 2), "euler_maruyama", "langevin", n_steps=2, generator=g, order="paper")[1] == 118
+    assert pc_sample(sde, score, (3, 2), "none", "langevin", n_steps=3, generator=g)[1] == 120
+    x, nfe = pc_sample(sde, score, (3, 2), "euler_maruyama", "none", generator=g, num_steps=10)  # EM needs no table
+    assert nfe == 10 and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="N > beta_max"):
+        pc_sample(sde, score, (3, 2), "reverse_diffusion", "none", generator=g, num_steps=10)
     assert pc_sample(sde, score, (3, 2), "none", "none", generator=g, progress=True)[1] == 0
     assert "PC sampling" in capsys.readouterr().err
     assert set(PREDICTORS) == {"euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"}
@@ -272,3 +276,91 @@ def test_nfe_counts_progress_and_errors(capsys):
         pc_sample(sde, score, (3, 2))
     with pytest.raises(ValueError, match="VE SDE"):
         ald_sample(sde, score, (3, 2), generator=g)
+
+
+def _draw_like(generator_seed, shape, dtype=torch.float64):
+    """The z a component draws first from a generator seeded with `generator_seed`."""
+    return rng.randn(shape, torch.Generator().manual_seed(generator_seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_predictor_updates_follow_the_papers_equations(name):
+    """One step of each predictor against PAPERS.md §1/§3 written out by hand, with the same noise draw."""
+    N, t0 = 40, 0.37  # level i = round(0.37 * 39) = 14
+    sde = SDES[name][0](N)
+    i = round(t0 * (N - 1))
+    x = torch.tensor([[0.3, -1.1], [2.0, 0.4], [-0.7, 0.9]], dtype=torch.float64)
+    t = torch.full((3,), t0, dtype=torch.float64)
+    s = MIX.score_fn(sde)(x, t)
+    z = _draw_like(0, x.shape)
+    tt = torch.tensor(t0, dtype=torch.float64)
+    if name == "vesde":
+        sig = lambda u: 0.01 * (50 / 0.01) ** u  # noqa: E731
+        f, g = torch.zeros_like(x), sig(tt) * math.sqrt(2 * math.log(5000))
+        s_i, s_prev = sig(torch.tensor(i / (N - 1))), sig(torch.tensor((i - 1) / (N - 1)))
+        f_i, G_i = torch.zeros_like(x), torch.sqrt(s_i ** 2 - s_prev ** 2)
+    else:
+        beta = 0.1 + tt * 19.9
+        f = -0.5 * beta * x
+        g = torch.sqrt(beta) if name == "vpsde" else torch.sqrt(beta * (1 - torch.exp(-2 * 0.1 * tt - 19.9 * tt ** 2)))
+        beta_i = (0.1 + i / (N - 1) * 19.9) / N
+        if name == "vpsde":
+            f_i, G_i = (math.sqrt(1 - beta_i) - 1) * x, math.sqrt(beta_i)
+        else:
+            f_i, G_i = f / N, g / math.sqrt(N)
+    expected = {
+        "euler_maruyama": (x - (f - g ** 2 * s) / N, g * math.sqrt(1 / N)),
+        "reverse_diffusion": (x - f_i + G_i ** 2 * s, G_i),
+    }
+    if name == "vesde":
+        expected["ancestral_sampling"] = (x + (s_i ** 2 - s_prev ** 2) * s,
+                                          torch.sqrt(s_prev ** 2 * (s_i ** 2 - s_prev ** 2) / s_i ** 2))
+    elif name == "vpsde":
+        expected["ancestral_sampling"] = ((x + beta_i * s) / math.sqrt(1 - beta_i), math.sqrt(beta_i))
+    for pred, (mean, std) in expected.items():
+        out, out_mean = PREDICTORS[pred](sde, MIX.score_fn(sde)).update(x, t, torch.Generator().manual_seed(0))
+        assert torch.allclose(out_mean, mean, atol=1e-12), pred
+        assert torch.allclose(out, mean + std * z, atol=1e-12), pred
+
+
+@pytest.mark.parametrize("name", ["vesde", "vpsde"])
+def test_corrector_updates_follow_the_papers_equations(name):
+    """Two Langevin steps: ε = 2 α (r mean||z|| / mean||s||)^2 (langevin) or 2 α (r std_t)^2 (ald), α = 1 (VE) or
+    1 - β_i (VP); x̄ = x + ε s, x = x̄ + sqrt(2ε) z."""
+    N, r = 40, 0.2
+    sde = SDES[name][0](N)
+    x0 = torch.tensor([[0.3, -1.1], [2.0, 0.4], [-0.7, 0.9]], dtype=torch.float64)
+    t = torch.full((3,), 0.37, dtype=torch.float64)
+    alpha = 1.0 if name == "vesde" else 1 - (0.1 + 14 / 39 * 19.9) / N  # level round(0.37 * 39) = 14
+    std_t = float(sde.marginal_coeffs(t[:1])[1])
+    score = MIX.score_fn(sde)
+    for corr in ("langevin", "ald"):
+        g = torch.Generator().manual_seed(1)
+        x = x0
+        for _ in range(2):
+            s, z = score(x, t), rng.randn(x.shape, g, dtype=torch.float64)
+            if corr == "langevin":
+                eps = 2 * alpha * (r * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2
+            else:
+                eps = 2 * alpha * (r * std_t) ** 2
+            x_mean = x + eps * s
+            x = x_mean + math.sqrt(2 * eps) * z
+        out, out_mean = CORRECTORS[corr](sde, score, r, 2).update(x0, t, torch.Generator().manual_seed(1))
+        assert torch.allclose(out_mean, x_mean, atol=1e-12) and torch.allclose(out, x, atol=1e-12), corr
+
+
+@pytest.mark.parametrize("convention", sorted(ALD_CONVENTIONS))
+def test_ald_update_rule(convention):
+    """Two levels (σ = 1, 0.01), two steps each, from U[0,1): the step rule of ALD_CONVENTIONS[convention]."""
+    sde = VESDE(0.01, 1.0, 2)
+    score = MIX.score_fn(sde)
+    g = torch.Generator().manual_seed(2)
+    x = rng.rand((3, 2), g, dtype=torch.float64)
+    for t, sigma in ((1.0, 1.0), (0.0, 0.01)):
+        a = 2e-3 * (sigma / 0.01) ** 2
+        for _ in range(2):
+            s, z = score(x, torch.full((3,), t, dtype=torch.float64)), rng.randn((3, 2), g, dtype=torch.float64)
+            x = x + a / 2 * s + math.sqrt(a) * z if convention == "paper" else x + a * s + math.sqrt(2 * a) * z
+    out, nfe = ald_sample(sde, score, (3, 2), 2, 2e-3, convention, generator=torch.Generator().manual_seed(2),
+                          dtype=torch.float64)
+    assert nfe == 4 and torch.allclose(out, x, atol=1e-12)

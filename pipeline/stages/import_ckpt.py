@@ -18,28 +18,21 @@ def add_arguments(p, name: str) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from pipeline import models
     from pipeline.models import convert
+    from pipeline.models.checkpoint import CheckpointError
 
     ctx = load_context(args)
     src = Path(args.checkpoint)
-    if not src.is_file():
-        raise StageError(f"{src}: checkpoint file not found")
+    converters = {"score_sde": convert.convert_score_sde, "ncsn": convert.convert_ncsn, "ncsnv2": convert.convert_ncsnv2}
     try:
-        obj = convert.read_reference(src, trust=args.trust_checkpoint)
-        model_sd, ema_sd, step = {"score_sde": convert.convert_score_sde, "ncsn": convert.convert_ncsn,
-                                  "ncsnv2": convert.convert_ncsnv2}[args.format](obj)
-        net = models.build(ctx.params)
-        for name, sd in (("model", model_sd), ("ema", ema_sd)):
-            if sd is not None:
-                convert.check_state_dict(net, sd, f"{src} [{name}]")
-    except (convert.CheckpointMismatch, convert.UntrustedCheckpoint) as e:
-        raise StageError(f"{src}: {e}") from None
+        obj = convert.read_reference_checkpoint(src, trust=args.trust_checkpoint)
+        model_sd, ema_sd, step = converters[args.format](obj, models.build(ctx.params))
+    except CheckpointError as e:  # includes CheckpointMismatch and UntrustedCheckpoint, each naming the key or the fix
+        msg = str(e)
+        raise StageError(msg if msg.startswith(str(src)) else f"{src}: {msg}") from None
     out = ctx.path("train") / "model.pt"
     with atomic.atomic_dir(out.parent) as tmp:
-        checkpoint.save(tmp / "model.pt", checkpoint.make(ctx.params, model_sd, ema_sd, step or 0))
+        checkpoint.save(tmp / "model.pt", checkpoint.make(ctx.params, model_sd, ema_sd, step))
     print(f"imported {src} ({args.format}, step {step}) -> {out}")
-    del torch
     return 0

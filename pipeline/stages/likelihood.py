@@ -29,7 +29,7 @@ def run(args) -> int:
     if p.eval.bpd_max_images:
         x = x[: p.eval.bpd_max_images]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    _, net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
+    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
     sde = make_sde(p)
     score_fn = get_score_fn(sde, net, continuous=p.training.continuous)
     points = x.dtype != np.uint8

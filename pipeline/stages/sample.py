@@ -87,7 +87,7 @@ def run(args) -> int:
         raise ParamsError(ctx.params_path, f"samplers.{args.sampler}", f"no such sampler; this experiment has {list(settings)}")
     s = settings[args.sampler]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    _, net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
+    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
     points = len(sample_shape(p, 1)) == 2
     n, bs = p.eval.num_samples, p.eval.batch_size
     out = []
