@@ -5,6 +5,8 @@ reference NCSN++ / DDPM++ / DDPM side by side (same weights, interleaved repetit
 Usage: python benchmarks/bench_models.py [--reference /path/to/score_sde_pytorch] [--reps 2] [--archs ncsnpp,ddpmpp]
 The reference compiles CUDA ops when its `op` package is imported; the compile call is stubbed out here, which leaves
 its CPU path (`upfirdn2d_native`) in use. SCORE_SDE_REFERENCE may name the checkout instead of --reference.
+Times are process CPU seconds, one thread by default: on a shared machine, wall times of multi-threaded runs mostly
+measure the wait for a free core (they varied 2x between identical steps here); wall-time speed-ups are printed too.
 """
 from __future__ import annotations
 
@@ -70,20 +72,21 @@ def reference_config(params: Params):
                            training=SimpleNamespace(**dump["training"]))
 
 
-def train_step(net, opt, x, labels) -> float:
-    t = time.perf_counter()
+def train_step(net, opt, x, labels) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one forward + backward + Adam step."""
+    cpu, wall = time.process_time(), time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss = net(x, labels).square().mean()
     loss.backward()
     opt.step()
-    return time.perf_counter() - t
+    return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def forward(net, x, labels) -> tuple[float, torch.Tensor]:
-    t = time.perf_counter()
+def forward(net, x, labels) -> tuple[tuple[float, float], torch.Tensor]:
+    cpu, wall = time.process_time(), time.perf_counter()
     with torch.no_grad():
         out = net(x, labels)
-    return time.perf_counter() - t, out
+    return (time.process_time() - cpu, time.perf_counter() - wall), out
 
 
 def bench(arch: str, batch: int, reps: int, reference) -> dict:
@@ -118,7 +121,8 @@ def bench(arch: str, batch: int, reps: int, reference) -> dict:
         for k, net in nets.items():
             dt, outs[k] = forward(net, x, labels)
             times[k]["forward"].append(dt)
-    result = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in times.items()}
+    result = {k: {f"{m}_{clock}": statistics.median(t[i] for t in v) for m, v in d.items() for i, clock in enumerate(("cpu", "wall"))}
+              for k, d in times.items()}
     result["params"] = models.count_parameters(nets["ours"])
     if "reference" in outs:
         result["max_abs_diff"] = (outs["ours"].double() - outs["reference"].double()).abs().max().item()
@@ -131,23 +135,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--reps", type=int, default=2, help="timed repetitions per measurement (median reported)")
     parser.add_argument("--archs", default=",".join(ARCHS), help=f"comma-separated subset of {','.join(ARCHS)}")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reference = import_reference(args.reference) if args.reference else None
-    print(f"batch {args.batch}, 32x32x1, nf 32, ch_mult 1,2,2, 2 blocks; {args.threads} threads; median of {args.reps}; "
-          f"reference: {args.reference or 'none (pass --reference to compare)'}")
-    print(f"{'arch':8s} {'params':>10s} {'train s/step':>13s} {'ref train':>10s} {'speed-up':>9s} "
-          f"{'forward s':>10s} {'ref fwd':>8s} {'speed-up':>9s} {'max|diff|':>10s}")
+    print(f"batch {args.batch}, 32x32x1, nf 32, ch_mult 1,2,2, 2 blocks; {args.threads} thread(s); median of {args.reps}; "
+          f"CPU seconds; reference: {args.reference or 'none (pass --reference to compare)'}")
+    print(f"{'arch':8s} {'params':>10s} {'train s':>8s} {'ref':>7s} {'speed-up':>9s} {'fwd s':>7s} {'ref':>7s} {'speed-up':>9s} "
+          f"{'wall speed-ups (train, fwd)':>28s} {'max|diff|':>10s}")
     for arch in args.archs.split(","):
         r = bench(arch, args.batch, args.reps, reference)
         ours, ref = r["ours"], r.get("reference")
-        cells = [f"{arch:8s}", f"{r['params']:>10,d}", f"{ours['train']:>13.2f}"]
+        cells = [f"{arch:8s}", f"{r['params']:>10,d}", f"{ours['train_cpu']:>8.2f}"]
         if ref:
-            cells += [f"{ref['train']:>10.2f}", f"{ref['train'] / ours['train']:>8.2f}x", f"{ours['forward']:>10.2f}",
-                      f"{ref['forward']:>8.2f}", f"{ref['forward'] / ours['forward']:>8.2f}x", f"{r['max_abs_diff']:>10.1e}"]
+            cells += [f"{ref['train_cpu']:>7.2f}", f"{ref['train_cpu'] / ours['train_cpu']:>8.2f}x", f"{ours['forward_cpu']:>7.2f}",
+                      f"{ref['forward_cpu']:>7.2f}", f"{ref['forward_cpu'] / ours['forward_cpu']:>8.2f}x",
+                      f"{ref['train_wall'] / ours['train_wall']:>18.2f}x, {ref['forward_wall'] / ours['forward_wall']:.2f}x",
+                      f"{r['max_abs_diff']:>10.1e}"]
         else:
-            cells += [f"{'-':>10s}", f"{'-':>9s}", f"{ours['forward']:>10.2f}", f"{'-':>8s}", f"{'-':>9s}", f"{'-':>10s}"]
+            cells += [f"{'-':>7s}", f"{'-':>9s}", f"{ours['forward_cpu']:>7.2f}", f"{'-':>7s}", f"{'-':>9s}", f"{'-':>28s}", f"{'-':>10s}"]
         print(" ".join(cells), flush=True)
 
 

@@ -37,7 +37,8 @@ class SmallConvScoreNet(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         half = self.width // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-        emb = self.embed(torch.cat([torch.sin(labels.float()[:, None] * freqs), torch.cos(labels.float()[:, None] * freqs)], 1))
+        args = labels.float()[:, None] * freqs
+        emb = self.embed(torch.cat([torch.sin(args), torch.cos(args)], 1))
         h = self.conv_in(x)
         for b in self.blocks:
             r = b["conv1"](self.act(b["norm1"](h))) + b["emb"](emb)[:, :, None, None]

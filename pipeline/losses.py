@@ -26,18 +26,19 @@ def get_score_fn(sde: SDE, model: Model, continuous: bool) -> ScoreFn:
     """score_fn(x, t) from a network's output.
 
     - VE, continuous: labels = σ(t); score = output.
-    - VE, discrete (SMLD/NCSN): labels = round((T - t)(N - 1)), an index into the descending σ list (0 = σmax);
-      score = output.
+    - VE, discrete (SMLD/NCSN): labels = N - 1 - i, an index into the descending σ list (0 = σmax); score = output.
     - VP / sub-VP, continuous: labels = 999 t; the net predicts ε, score = -output / std(t).
-    - VP, discrete (DDPM): labels = round(t (N - 1)), the DDPM step; score = -output / sqrt(1 - ᾱ_label).
+    - VP, discrete (DDPM): labels = i, the DDPM step; score = -output / sqrt(1 - ᾱ_i).
+    Here i = `sde.level_index(t)`, the level the discretization uses too. On the sampler grids it equals
+    round(t (N-1)) (so VE labels are round((T - t)(N - 1))), except that on the VP grid linspace(1, 1e-3, N) it
+    follows the reference's truncation, which visits each DDPM step once (rounding would repeat step N/2, skip 0).
     """
     if isinstance(sde, VESDE):
         if continuous:
             return lambda x, t: model(x, sde.sigma(t))
 
         def ve_discrete(x, t):
-            labels = torch.round((sde.T - t.double()) * (sde.N - 1)).long().clamp(0, sde.N - 1)
-            return model(x, labels)  # an index into the descending σ list
+            return model(x, (sde.N - 1) - sde.level_index(t))  # an index into the descending σ list
         return ve_discrete
 
     if isinstance(sde, (VPSDE, subVPSDE)):

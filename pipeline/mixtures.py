@@ -7,7 +7,7 @@ losses are tested against these. Computations run in float64; results come back 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -67,7 +67,8 @@ class GaussianMixture:
     def covariance(self) -> torch.Tensor:
         """Cov = Σ_k w_k (Σ_k + μ_k μ_k^T) - μ̄ μ̄^T."""
         mu = self.mean()
-        second = torch.einsum("k,kij->ij", self.weights, self._full_covs() + self.means[:, :, None] * self.means[:, None])
+        outer = self.means[:, :, None] * self.means[:, None]
+        second = torch.einsum("k,kij->ij", self.weights, self._full_covs() + outer)
         return second - torch.outer(mu, mu)
 
     def at_time(self, sde, t: float) -> "GaussianMixture":
@@ -108,7 +109,8 @@ class GaussianMixture:
             raise ValueError(f"x has {xf.shape[1]} dimensions per sample, the mixture {D}")
         m, std = self._coeffs(xf, t, sde)
         if self.full:  # coordinates in each component's eigenbasis
-            diff = (xf @ self._rotate.to(xf.device)).reshape(B, K, D) - m[:, None, None] * self._rotated_means.to(xf.device)
+            rotated = (xf @ self._rotate.to(xf.device)).reshape(B, K, D)
+            diff = rotated - m[:, None, None] * self._rotated_means.to(xf.device)
         else:
             diff = xf[:, None, :] - m[:, None, None] * self.means.to(xf.device)
         var = m[:, None, None] ** 2 * self.eigvals.to(xf.device) + std[:, None, None] ** 2

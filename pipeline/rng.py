@@ -20,7 +20,8 @@ def per_row_generators(seed: int, first_row: int, count: int) -> list[torch.Gene
 
 def _check(generator: Optional[RowGenerators], shape: Sequence[int]) -> None:
     if generator is None:
-        raise ValueError("a torch.Generator (or a list with one per batch row) is required: no draw uses the global RNG")
+        raise ValueError("a torch.Generator (or a list with one per batch row) is required: "
+                         "no draw uses the global RNG")
     if not isinstance(generator, torch.Generator):
         if len(shape) == 0 or len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} per-row generators for a batch of shape {tuple(shape)}")

@@ -69,12 +69,15 @@ class SDE(abc.ABC):
         return -0.5 * d * math.log(2 * math.pi * s2) - _sum_except_batch(z ** 2) / (2 * s2)
 
     def level_index(self, t: torch.Tensor) -> torch.Tensor:
-        """Index i in 0..N-1 of the discrete noise level nearest to t, with level i at time t_i = i T / (N - 1).
+        """Index i in 0..N-1 of the discrete level holding t: level i sits at t_i = i T / (N-1) and holds
+        [t_i, t_{i+1}), as in the reference code (which truncates t (N-1)).
 
-        Rounding (not truncation) makes the map immune to float error in t; see `pipeline.sampling` for how the
-        sampler's time grid meets these levels.
+        The guard δ = (N-1) 2^-22 (four float32 roundings of t) keeps a t that float32 stored a hair below t_i on
+        level i. On the reference grids linspace(1, eps, N) this visits N-1, ..., 0 once each, both for VE
+        (eps = 1e-5) and VP (eps = 1e-3, where t_k (N-1) = N-1-k + k eps and rounding would visit one level twice).
         """
-        i = torch.round(t.double() / self.T * (self.N - 1)).long()
+        guard = (self.N - 1) * 2.0 ** -22
+        i = torch.floor(t.double() / self.T * (self.N - 1) + guard).long()
         return i.clamp(0, self.N - 1)
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +191,9 @@ class VPSDE(SDE):
     def check_discrete_betas(self) -> None:
         """The DDPM table needs β_i = β(t_i)/N < 1, i.e. N > β1 (continuous-time samplers do not)."""
         if self.beta_1 / self.N >= 1:
-            raise ValueError(f"N = {self.N} steps give DDPM betas up to {self.beta_1 / self.N:.3g} >= 1: the DDPM "
-                             f"discretization (reverse diffusion, ancestral sampling, the Langevin α) needs N > beta_max")
+            raise ValueError(f"N = {self.N} steps give DDPM betas up to {self.beta_1 / self.N:.3g} >= 1: the "
+                             "DDPM discretization (reverse diffusion, ancestral sampling, the Langevin α) "
+                             "needs N > beta_max")
 
     def discretize(self, x, t):
         """DDPM (Eq. 21 read forward): x_{i+1} = sqrt(1 - β_i) x_i + sqrt(β_i) z, so f_i = (sqrt(1-β_i) - 1) x."""
@@ -200,7 +204,8 @@ class VPSDE(SDE):
 
 
 class subVPSDE(SDE):
-    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 34); Euler–Maruyama discretized.
+    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 34), discretized by
+    Euler–Maruyama.
 
     It carries the VP table of β_i / α_i = 1 - β_i only for the Langevin corrector's α factor (PAPERS.md §3).
     """

@@ -118,7 +118,9 @@ def test_deterministic_batch_independent_and_grey_repeated(weights_dir, images):
     a, la = inception_features(images, model=model, batch_size=6)
     b, lb = inception_features(images, model=model, batch_size=6)
     c, _ = inception_features(images, model=model, batch_size=1)
+    serial, _ = inception_features(images, model=model, batch_size=6, resize_workers=1)
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, serial)  # threaded resizing changes nothing
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
     grey = images[:, :1]

@@ -1,4 +1,4 @@
-"""DSM losses at the exact score equal their closed-form noise floor; the model → score conventions are the reference's.
+"""DSM losses at the exact score equal their closed-form noise floor; model → score conventions follow the reference.
 
 Data x ~ N(μ, diag(v)). Under x_t = m x + std z the exact score gives std·s + z = (m^2 v z - m std sqrt(v) w)/(m^2 v
 + std^2) per dimension, whose mean square is m^2 v / (m^2 v + std^2): the loss minimum ("noise floor") in closed form.
@@ -152,14 +152,18 @@ def test_score_conventions():
     assert torch.allclose(net.labels, ve.sigma(t))
     get_score_fn(ve, net, False)(x, t)
     assert net.labels.dtype == torch.long and net.labels.tolist() == [0, 500, 999]  # descending σ: 0 = σmax
+    assert torch.equal(net.labels, torch.round((1 - t) * 999).long())
     assert torch.allclose(ve.sigmas_descending[net.labels], ve.sigma(torch.tensor([1.0, 499 / 999, 0.0])).double())
     for sde in (vp, svp):
         s = get_score_fn(sde, net, True)(x, t)
         assert torch.allclose(net.labels, 999 * t)
         assert torch.allclose(s, -2.0 / sde.marginal_coeffs(t)[1][:, None].expand_as(x))
     s = get_score_fn(vp, net, False)(x, t)
-    assert net.labels.tolist() == [999, 500, 0]
-    assert torch.allclose(s, -2.0 / torch.sqrt(1 - vp.alphas_cumprod[[999, 500, 0]])[:, None].expand_as(x))
+    assert net.labels.tolist() == [999, 499, 0]  # the level holding t: 0.5 * 999 = 499.5 lies on level 499
+    assert torch.allclose(s, -2.0 / torch.sqrt(1 - vp.alphas_cumprod[[999, 499, 0]])[:, None].expand_as(x))
+    grid = torch.linspace(1, 1e-3, 1000)  # the VP sampling grid: DDPM steps 999..0, once each
+    get_score_fn(vp, net, False)(torch.zeros(1000, 2), grid)
+    assert torch.equal(net.labels, torch.arange(999, -1, -1))
     with pytest.raises(ValueError, match="sub-VP"):
         get_score_fn(svp, net, False)
 

@@ -70,7 +70,8 @@ def mixture_errors(x, target):
         nk = len(xk)
         out["weight_z"] = max(out["weight_z"], abs(nk / len(x) - w) / math.sqrt(w * (1 - w) / len(x)))
         cov = target.covs[k]
-        out["mean_z"] = max(out["mean_z"], float(((xk.mean(0) - target.means[k]).abs() / (cov.diag() / nk).sqrt()).max()))
+        mean_z = (xk.mean(0) - target.means[k]).abs() / (cov.diag() / nk).sqrt()
+        out["mean_z"] = max(out["mean_z"], float(mean_z.max()))
         se = ((cov ** 2 + torch.outer(cov.diag(), cov.diag())) / nk).sqrt()  # s.e. of sample covariance entries
         out["cov_z"] = max(out["cov_z"], float(((torch.cov(xk.T) - cov).abs() / se).max()))
     out["mmd2"] = mmd2(x[:N_MMD], target.sample(N_MMD, torch.Generator().manual_seed(99))[0].double())
@@ -218,7 +219,7 @@ def test_per_row_generators_make_rows_independent_of_batch_size():
 
 
 def _ald_moments(sde, mu, var, steps, lr, convention):
-    """Exact ALD recursion for N(μ, var I) from U[0,1): x' - μ_i = (1 - c/v_i)(x - μ_i) + sqrt(q) z, v_i = var + σ_i^2."""
+    """Exact ALD moments for N(μ, var I) from U[0,1): x' - μ = (1 - c/v_i)(x - μ) + sqrt(q) z, v_i = var + σ_i^2."""
     dev, second = 0.5 - mu, 1.0 / 12.0
     for sigma in sde.sigmas_descending.tolist():
         alpha = lr * (sigma / sde.sigma_min) ** 2

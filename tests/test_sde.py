@@ -109,12 +109,16 @@ def test_closed_forms_of_papers_table():
 
 
 def test_level_index_on_sampler_grids():
-    sde = SDES["vesde"]()
-    grid = torch.linspace(1, 1e-5, 1000, dtype=torch.float32)
-    assert torch.equal(sde.level_index(grid), torch.arange(999, -1, -1))
-    p2000 = sde.with_num_scales(2000)
+    """Every reference grid (VE eps 1e-5, VP eps 1e-3, ALD's linspace(1, 0, N), P2000) visits N-1..0 once each."""
+    for name, eps in (("vesde", 1e-5), ("vpsde", 1e-3), ("vesde", 0.0)):
+        sde = SDES[name]()
+        for grid in (torch.linspace(1, eps, 1000, dtype=torch.float32), torch.linspace(1, eps, 1000).double()):
+            assert torch.equal(sde.level_index(grid), torch.arange(999, -1, -1)), (name, eps, grid.dtype)
+    p2000 = SDES["vesde"]().with_num_scales(2000)
     assert p2000.N == 2000 and type(p2000) is VESDE
     assert torch.equal(p2000.level_index(torch.linspace(1, 1e-5, 2000)), torch.arange(1999, -1, -1))
+    between = torch.tensor([0.5 / 999, 1.5 / 999, 998.5 / 999])  # a level holds [t_i, t_{i+1})
+    assert SDES["vesde"]().level_index(between).tolist() == [0, 1, 998]
 
 
 @pytest.mark.parametrize("name", list(SDES))

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import torch
+from scipy import linalg
 from cleanfid import fid as cleanfid_fid
 
 __all__ = [
@@ -31,8 +32,11 @@ def _as_feature_matrix(feats: np.ndarray, name: str) -> np.ndarray:
 @contextlib.contextmanager
 def _quiet_sqrtm():
     # clean-fid 0.1.35 passes scipy's deprecated `disp` to sqrtm; scipy is pinned below 1.18 where it still exists.
+    # Post-ReLU features with never-active units have singular covariances, for which sqrtm warns; clean-fid itself
+    # checks the result (non-finite -> eps on the diagonal, a large imaginary part -> ValueError).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*disp.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*singular.*", category=linalg.LinAlgWarning)
         yield
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +113,10 @@ def _as_uint8_nchw(images: np.ndarray | torch.Tensor) -> np.ndarray:
     return array
 
 
-def _clean_batch(batch_uint8: np.ndarray, resize) -> torch.Tensor:
+def _clean_resize_one(resize, image_chw: np.ndarray) -> np.ndarray:
     # clean-fid "clean" mode: PIL bicubic resize of each float32 channel to 299x299 without quantizing after
     # (cleanfid.resize.build_resizer("clean")), clipped to [0, 255]; ResizeDataset keeps the float32 as is.
-    resized = [resize(image.transpose(1, 2, 0)).transpose(2, 0, 1) for image in batch_uint8]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(resized), dtype=np.float32))
+    return resize(image_chw.transpose(1, 2, 0)).transpose(2, 0, 1)
 
 
 def inception_features(
@@ -127,13 +127,17 @@ def inception_features(
     device: str | torch.device = "cpu",
     model=None,
     output_bias: bool = True,
+    resize_workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pool_3 features (N, 2048) float64, logits (N, 1008) float64) of uint8 NCHW images.
 
     mode "clean": clean-fid's PIL-bicubic resize outside the net, then (x - 128) / 128 and `layers`, as
     InceptionV3W(resize_inside=False) does. mode "legacy_tensorflow": the raw [0,255] image goes to the module's
     own forward(x, return_features=True), whose TF-style bilinear resize matches the TF FID (InceptionV3W with
-    resize_inside=True). Pass `model` (from `load_inception`) to skip loading the file on each call.
+    resize_inside=True). Pass `model` (from `load_inception`) to skip loading the file on each call; it then runs
+    on the device of its weights. In "clean" mode `resize_workers` threads (default: CPU count) resize images —
+    PIL releases the GIL — and the next batch is resized while the network runs on the current one, which is
+    where clean-fid uses DataLoader worker processes; the per-image arithmetic is clean-fid's, unchanged.
 
     Logits = `output`(pool_3) = W f + b, the pre-softmax layer of the same network. softmax over all 1008
     columns is what TF-GAN's classifier_score_from_logits does on the graph's logits (Score SDE's IS protocol).
@@ -145,21 +149,30 @@ def inception_features(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     array = _as_uint8_nchw(images)
-    device = torch.device(device)
     if model is None:
         model = load_inception(weights_path, device)
     weight = model.output.weight
     bias = model.output.bias if output_bias else None
-    resize = build_resizer(mode) if mode == "clean" else None
+    device = weight.device
+    starts = range(0, array.shape[0], batch_size)
     features, logits = [], []
-    with torch.inference_mode():
-        for start in range(0, array.shape[0], batch_size):
-            batch = array[start:start + batch_size]
+    workers = resize_workers if resize_workers is not None else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.inference_mode():
+        resize = build_resizer(mode)
+
+        def submit_resizes(start: int) -> list:
+            return [pool.submit(_clean_resize_one, resize, image) for image in array[start:start + batch_size]]
+
+        pending = submit_resizes(0) if mode == "clean" and len(starts) else None
+        for start in starts:
             if mode == "clean":
-                x = _clean_batch(batch, resize).to(device)
+                batch = np.stack([job.result() for job in pending])
+                next_start = start + batch_size
+                pending = submit_resizes(next_start) if next_start < array.shape[0] else None
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
                 pool3 = model.layers((x - 128.0) / 128.0).reshape(x.shape[0], FEATURE_DIM)
             else:
-                x = torch.from_numpy(batch).to(device=device, dtype=torch.float32)
+                x = torch.from_numpy(array[start:start + batch_size]).to(device=device, dtype=torch.float32)
                 pool3 = model(x, return_features=True).reshape(x.shape[0], FEATURE_DIM)
             features.append(pool3.double().cpu().numpy())
             logits.append(F.linear(pool3, weight, bias).double().cpu().numpy())

@@ -46,9 +46,10 @@ def upsample_2d(x: torch.Tensor, k: Sequence[float]) -> torch.Tensor:
     p = n - FACTOR
     pad0 = (p + 1) // 2 + FACTOR - 1  # padding of the zero-inserted signal (StyleGAN2 convention)
     c, h, w = x.shape[1:]
-    # zero-insert + pad0 + convolve with a length-n filter == transposed conv with padding n - 1 - pad0
+    # zero-insert + pad0 + convolve with a length-n filter == transposed conv with padding n - 1 - pad0; its output
+    # has 2H + 2·pad0 - n rows: 2H, or 2H + 1 for odd n (the extra row lies past the right padding pad1)
     y = F.conv_transpose2d(x, _depthwise(kernel, c, x), stride=FACTOR, padding=n - 1 - pad0, groups=c)
-    return y[..., : FACTOR * h, : FACTOR * w] if y.shape[-1] > FACTOR * w else F.pad(y, (0, FACTOR * w - y.shape[-1], 0, FACTOR * h - y.shape[-2]))
+    return y[..., : FACTOR * h, : FACTOR * w]
 
 
 def downsample_2d(x: torch.Tensor, k: Sequence[float]) -> torch.Tensor:

@@ -55,15 +55,56 @@ def _stats(feats):
     return feature_stats(feats)
 
 
-def inception_metrics(params) -> dict:
-    from pipeline.metrics.inception import InceptionWeightsMissing, resolve_inception_weights
+def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
+    """(mu, sigma, KD subset) of the training split's Inception features, computed once per dataset, mode and
+    weights file and cached under data/inception_ref/ (like clean-fid's own statistics cache)."""
+    import torch
 
+    from pipeline import data
+    from pipeline.atomic import sha256
+    from pipeline.metrics.distances import feature_stats, feature_subset
+    from pipeline.metrics.inception import inception_features
+
+    ds = ctx.params.data.dataset
+    cache = ctx.root / "data" / "inception_ref" / ds / f"train-{mode}-{sha256(weights)[:12]}.npz"
+    if not cache.exists():
+        x, _ = data.load_split(ctx.root, ds, "train")
+        print(f"computing Inception reference statistics of {ds}/train ({len(x)} images, mode {mode}) -> {cache}")
+        feats, _ = inception_features(x, mode=mode, model=model, batch_size=ctx.params.eval.batch_size, device=device)
+        mu, sigma = feature_stats(feats)
+        atomic.save_npz(cache, mu=mu, sigma=sigma, subset=feature_subset(feats, 10000, torch.Generator().manual_seed(0)))
+    with np.load(cache) as z:
+        return z["mu"], z["sigma"], z["subset"]
+
+
+def inception_metrics(ctx, samples: np.ndarray) -> dict:
+    """FID / KID / IS on Inception-v3 (clean-fid's TorchScript port of the TF graph), or why they were not computed."""
+    import torch
+
+    from pipeline.metrics.distances import frechet_from_stats, kernel_distance
+    from pipeline.metrics.inception import InceptionWeightsMissing, inception_features, load_inception, resolve_inception_weights
+    from pipeline.metrics.inception_score import inception_score
+
+    if samples.dtype != np.uint8:
+        return {"status": "not applicable: 2-D points"}
     try:
-        resolve_inception_weights(params.eval.inception_weights)
+        weights = resolve_inception_weights(ctx.params.eval.inception_weights)
     except InceptionWeightsMissing as e:
         print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
-        return {"status": "not computed: weights missing", "how": str(e).splitlines()[0]}
-    return {"status": "not computed: Inception reference statistics are not wired into the evaluate stage yet"}
+        return {"status": "not computed: weights missing", "how": " ".join(str(e).split())}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mode = ctx.params.eval.fid_mode
+    model = load_inception(weights, device)
+    mu, sigma, subset = inception_reference(ctx, model, weights, mode, device)
+    fid, kid, is_ = [], [], []
+    for seed_samples in samples:
+        feats, logits = inception_features(seed_samples, mode=mode, model=model, batch_size=ctx.params.eval.batch_size,
+                                           device=device)
+        fid.append(frechet_from_stats(*_stats(feats), mu, sigma))
+        kid.append(kernel_distance(feats, subset))
+        is_.append(inception_score(logits, splits=min(10, len(logits)))[0])  # 10 splits (Salimans et al.)
+    return {"status": "computed", "weights": str(weights), "mode": mode, "fid": with_error(fid), "kid": with_error(kid),
+            "is": with_error(is_)}
 
 
 def run(args) -> int:
@@ -82,10 +123,10 @@ def run(args) -> int:
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe),
-                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(p),
+                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(ctx, samples),
                    "mlflow_run_id": tracker.run_id}
-        flat = {f"{k}.{s}": v[s] for k, v in metrics["classifier"].items() if isinstance(v, dict)
-                for s in ("mean", "std") if v.get(s) is not None}
+        flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception") for k, v in metrics[net].items()
+                if isinstance(v, dict) for s in ("mean", "std") if v.get(s) is not None}
         tracker.log_metrics(flat)
         atomic.write_json(ctx.path("eval", args.sampler), metrics)
         tracker.log_artifact(ctx.path("eval", args.sampler))
