@@ -94,6 +94,7 @@ class TrainingConfig(_Block):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = Field(1, ge=1)
     use_ema: bool = True
+    snapshot_sampling: bool = True  # a sample grid to MLflow at every snapshot (reference key)
 
 
 class OptimConfig(_Block):

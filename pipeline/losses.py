@@ -29,9 +29,9 @@ def get_score_fn(sde: SDE, model: Model, continuous: bool) -> ScoreFn:
     - VE, discrete (SMLD/NCSN): labels = N - 1 - i, an index into the descending σ list (0 = σmax); score = output.
     - VP / sub-VP, continuous: labels = 999 t; the net predicts ε, score = -output / std(t).
     - VP, discrete (DDPM): labels = i, the DDPM step; score = -output / sqrt(1 - ᾱ_i).
-    Here i = `sde.level_index(t)`, the level the discretization uses too. On the sampler grids it equals
-    round(t (N-1)) (so VE labels are round((T - t)(N - 1))), except that on the VP grid linspace(1, 1e-3, N) it
-    follows the reference's truncation, which visits each DDPM step once (rounding would repeat step N/2, skip 0).
+    Here i = `sde.level_index(t)`, the level nearest to t, which the discretization uses too: round(t (N-1)) for
+    VE (so labels = round((T - t)(N - 1))), round(t N - 1) for VP, whose step i has ᾱ_i ≈ m((i+1)/N)^2. On the
+    sampler grids both give N-1, ..., 0 (the reference truncates t (N-1), the same sequence on its VP grid).
     """
     if isinstance(sde, VESDE):
         if continuous:

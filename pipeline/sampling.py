@@ -6,8 +6,9 @@ SDE's N), and each predictor step moves from t_k towards t_k - T/M. When M != N 
 trained on N = 1000 levels), the *sampler* discretizes the same continuous schedule with M levels instead of N:
 VE σ_i = σ(i/(M-1)) (M geometric levels from σmin to σmax, i.e. geometric interpolation between the trained
 levels), VP β_i = β(i/(M-1))/M; continuous-time predictors use Δt = T/M. The score function is unchanged: a
-discretely trained model is queried at the trained level holding t (`SDE.level_index` of the model's SDE, used
-by `losses.get_score_fn`), a continuous model at t itself.
+discretely trained model is queried at its trained level nearest to t (`SDE.level_index` of the model's SDE, in
+`losses.get_score_fn`), a continuous model at t itself. Measured on a 100-level discrete VE model and a Gaussian
+target, 200 steps halve the 100-step sample-variance error (tests/test_samplers.py).
 """
 from __future__ import annotations
 

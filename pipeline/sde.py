@@ -68,16 +68,17 @@ class SDE(abc.ABC):
         s2 = self.prior_std() ** 2
         return -0.5 * d * math.log(2 * math.pi * s2) - _sum_except_batch(z ** 2) / (2 * s2)
 
-    def level_index(self, t: torch.Tensor) -> torch.Tensor:
-        """Index i in 0..N-1 of the discrete level holding t: level i sits at t_i = i T / (N-1) and holds
-        [t_i, t_{i+1}), as in the reference code (which truncates t (N-1)).
+    def level_time(self, i) -> float:
+        """The time of discrete level i: t_i = i T / (N - 1) (SMLD's σ_i = σ(t_i))."""
+        return i * self.T / (self.N - 1)
 
-        The guard δ = (N-1) 2^-22 (four float32 roundings of t) keeps a t that float32 stored a hair below t_i on
-        level i. On the reference grids linspace(1, eps, N) this visits N-1, ..., 0 once each, both for VE
-        (eps = 1e-5) and VP (eps = 1e-3, where t_k (N-1) = N-1-k + k eps and rounding would visit one level twice).
+    def level_index(self, t: torch.Tensor) -> torch.Tensor:
+        """Index in 0..N-1 of the discrete level nearest to t (the inverse of `level_time`, rounded).
+
+        Rounding makes the map immune to float error in t. On the reference grids linspace(T, eps, N) it visits
+        N-1, ..., 0 once each (VE with eps = 1e-5; VP with eps = 1e-3 = 1/N, see `VPSDE.level_time`).
         """
-        guard = (self.N - 1) * 2.0 ** -22
-        i = torch.floor(t.double() / self.T * (self.N - 1) + guard).long()
+        i = torch.round(t.double() / self.T * (self.N - 1)).long()
         return i.clamp(0, self.N - 1)
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,6 +189,15 @@ class VPSDE(SDE):
     def with_num_scales(self, N: int) -> "VPSDE":
         return VPSDE(self.beta_0, self.beta_1, N)
 
+    def level_time(self, i) -> float:
+        """DDPM step i ends at ᾱ_i = Π_{j<=i} (1 - β_j) ≈ exp(-∫_0^{(i+1)/N} β) = m((i+1)/N)^2: t_i = (i+1) T / N."""
+        return (i + 1) * self.T / self.N
+
+    def level_index(self, t: torch.Tensor) -> torch.Tensor:
+        """The DDPM step nearest to t: round(t N / T - 1), clamped to 0..N-1."""
+        i = torch.round(t.double() / self.T * self.N - 1.0).long()
+        return i.clamp(0, self.N - 1)
+
     def check_discrete_betas(self) -> None:
         """The DDPM table needs β_i = β(t_i)/N < 1, i.e. N > β1 (continuous-time samplers do not)."""
         if self.beta_1 / self.N >= 1:
@@ -221,6 +231,8 @@ class subVPSDE(SDE):
     beta = VPSDE.beta
     log_mean_coeff = VPSDE.log_mean_coeff
     check_discrete_betas = VPSDE.check_discrete_betas
+    level_time = VPSDE.level_time
+    level_index = VPSDE.level_index
 
     def sde(self, x, t):
         beta = self.beta(t)

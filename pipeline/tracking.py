@@ -80,10 +80,10 @@ class Tracker:
         """`log_input` of a prepared split; its digest is the split's sha256 (recorded in the DVC-tracked manifest)."""
 
         def go():
-            from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
 
-            ds = MetaDataset(source=LocalArtifactDatasetSource(str(source)), name=name, digest=digest[:36])
+            ds = MetaDataset(source=resolve_dataset_source(str(source)), name=name, digest=digest[:36])
             self._m.log_input(ds, context=context)
 
         self._safe(go)
@@ -97,7 +97,10 @@ def _setup(root: Path, suite: str):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_experiment(f"score-repro/{suite}")
+    name = f"score-repro/{suite}"
+    if mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the working directory
+        mlflow.create_experiment(name, artifact_location=(Path(root).resolve() / "mlruns").as_uri())
+    mlflow.set_experiment(name)
     return mlflow
 
 

@@ -140,7 +140,7 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
 
 # --- the loop -----------------------------------------------------------------------------------------------------
 def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, tracker=None,
-          accelerator=None, progress: bool = True) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
+          accelerator=None, progress: bool = True, on_snapshot=None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
     """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible."""
     from accelerate import Accelerator
 
@@ -235,6 +235,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 os.kill(os.getpid(), signal.SIGKILL)
             if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
                 save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses)
+                if on_snapshot is not None and accelerator.is_main_process and not stop["sig"]:
+                    on_snapshot(step + 1, accelerator.unwrap_model(net), ema)
             if stop["sig"]:
                 accelerator.print(f"{stop['sig']}: snapshot written at step {step + 1}; rerun the same command to resume")
                 raise SystemExit(143)

@@ -144,23 +144,23 @@ class Recorder:
 
 
 def test_score_conventions():
-    t = torch.tensor([1.0, 0.5, 1e-5], dtype=torch.float64)
+    t = torch.tensor([1.0, 0.3, 1e-5], dtype=torch.float64)
     x = torch.zeros(3, 2, dtype=torch.float64)
     ve, vp, svp = SDES["vesde"], SDES["vpsde"], SDES["subvpsde"]
     net = Recorder()
     assert torch.allclose(get_score_fn(ve, net, True)(x, t), torch.full_like(x, 2.0))
     assert torch.allclose(net.labels, ve.sigma(t))
     get_score_fn(ve, net, False)(x, t)
-    assert net.labels.dtype == torch.long and net.labels.tolist() == [0, 500, 999]  # descending σ: 0 = σmax
+    assert net.labels.dtype == torch.long and net.labels.tolist() == [0, 699, 999]  # descending σ: 0 = σmax
     assert torch.equal(net.labels, torch.round((1 - t) * 999).long())
-    assert torch.allclose(ve.sigmas_descending[net.labels], ve.sigma(torch.tensor([1.0, 499 / 999, 0.0])).double())
+    assert torch.allclose(ve.sigmas_descending[net.labels], ve.sigma(torch.tensor([1.0, 300 / 999, 0.0])).double())
     for sde in (vp, svp):
         s = get_score_fn(sde, net, True)(x, t)
         assert torch.allclose(net.labels, 999 * t)
         assert torch.allclose(s, -2.0 / sde.marginal_coeffs(t)[1][:, None].expand_as(x))
     s = get_score_fn(vp, net, False)(x, t)
-    assert net.labels.tolist() == [999, 499, 0]  # the level holding t: 0.5 * 999 = 499.5 lies on level 499
-    assert torch.allclose(s, -2.0 / torch.sqrt(1 - vp.alphas_cumprod[[999, 499, 0]])[:, None].expand_as(x))
+    assert net.labels.tolist() == [999, 299, 0]  # DDPM step i ends at t = (i + 1)/N
+    assert torch.allclose(s, -2.0 / torch.sqrt(1 - vp.alphas_cumprod[[999, 299, 0]])[:, None].expand_as(x))
     grid = torch.linspace(1, 1e-3, 1000)  # the VP sampling grid: DDPM steps 999..0, once each
     get_score_fn(vp, net, False)(torch.zeros(1000, 2), grid)
     assert torch.equal(net.labels, torch.arange(999, -1, -1))

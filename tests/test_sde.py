@@ -65,18 +65,18 @@ def test_marginal_solves_the_moment_equations(name):
         assert dvar == pytest.approx(2 * a * s ** 2 + g2, rel=1e-6)
 
 
-@pytest.mark.parametrize("name,mean_tol,std_tol", [("vesde", 1e-12, 1e-12), ("vpsde", 2e-3, 1.1e-2),
-                                                    ("subvpsde", 2e-3, 1.1e-2)])
+@pytest.mark.parametrize("name,mean_tol,std_tol", [("vesde", 1e-12, 1e-12), ("vpsde", 1.5e-3, 2e-3),
+                                                    ("subvpsde", 2e-3, 3e-3)])
 def test_discretization_reaches_the_marginal(name, mean_tol, std_tol):
-    """Exact moments of the chain x_{i+1} = x_i + f_i + G_i z (f_i linear in x) after levels 0..i vs marginal_prob(t_i).
-
-    SMLD telescopes to σ_i^2 exactly; DDPM and EM agree to O(1/N) (DDPM level i holds i+1 steps of β/N)."""
+    """Exact moments of the chain x_{i+1} = x_i + f_i + G_i z (f_i linear in x) after levels 0..i vs
+    marginal_prob(level_time(i)). SMLD telescopes to σ_i^2 exactly; DDPM (level time (i+1)/N) and Euler–Maruyama
+    (sub-VP) agree to O(1/N): measured 1.0e-3 / 1.4e-3 in the mean, 1.3e-3 / 2.4e-3 in the std."""
     sde = SDES[name]()
     one = torch.ones(1, 1, dtype=torch.float64)
     mean, var = 1.0, 0.0
     worst_mean = worst_std = 0.0
     for i in range(sde.N):
-        t = _t(i / (sde.N - 1))
+        t = _t(sde.level_time(i))
         f, G = sde.discretize(one, t)
         c = float(f)
         mean, var = mean * (1 + c), var * (1 + c) ** 2 + float(G) ** 2
@@ -117,8 +117,10 @@ def test_level_index_on_sampler_grids():
     p2000 = SDES["vesde"]().with_num_scales(2000)
     assert p2000.N == 2000 and type(p2000) is VESDE
     assert torch.equal(p2000.level_index(torch.linspace(1, 1e-5, 2000)), torch.arange(1999, -1, -1))
-    between = torch.tensor([0.5 / 999, 1.5 / 999, 998.5 / 999])  # a level holds [t_i, t_{i+1})
-    assert SDES["vesde"]().level_index(between).tolist() == [0, 1, 998]
+    ve, vp = SDES["vesde"](), SDES["vpsde"]()
+    assert ve.level_index(torch.tensor([0.4 / 999, 1.6 / 999, 998.7 / 999])).tolist() == [0, 2, 999]  # nearest
+    assert vp.level_index(torch.tensor([0.0, 1e-3, 0.4994, 1.0])).tolist() == [0, 0, 498, 999]  # t_i = (i+1)/N
+    assert vp.level_time(0) == 1e-3 and ve.level_time(999) == 1.0
 
 
 @pytest.mark.parametrize("name", list(SDES))

@@ -39,8 +39,9 @@ def run(args) -> int:
 
             info = json.loads(mf.read_text())["splits"]["train"]
             tracker.log_dataset(f"{p.data.dataset}-train", info["sha256"], str(ctx.path("prepared")), "training")
+        grid_cb = snapshot_grid(ctx, tracker) if (main and tracker is not None and p.training.snapshot_sampling) else None
         model, ema, res = train(p, train_x, test_x, ctx.path("snapshots"), tracker=tracker, accelerator=accelerator,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, on_snapshot=grid_cb)
         if not main:
             return 0
         out_dir = ctx.path("train")
@@ -59,6 +60,36 @@ def run(args) -> int:
         print(f"trained {ctx.experiment}: {res.step} steps, final loss {res.final_loss:.4f}, "
               f"EMA eval loss {res.ema_eval_loss:.4f}, {res.images_per_s:.0f} images/s")
     return 0
+
+
+def snapshot_grid(ctx, tracker, n: int = 16, max_steps: int = 100):
+    """A callback logging a grid of `n` samples (EMA weights, default sampler, at most `max_steps` steps) to MLflow."""
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.stages import sample as sample_stage
+    from pipeline.stages.common import generator
+
+    p = ctx.params
+    s = p.sampling.model_copy(update={"num_steps": min(p.sampling.num_steps or p.model.num_scales, max_steps),
+                                      "n_steps_each": min(p.sampling.n_steps_each, 5)})
+
+    def log(step: int, model, ema) -> None:
+        net = copy.deepcopy(model).eval()
+        if ema is not None:
+            net.load_state_dict(ema.weights(net))
+        gens = [generator(p.seed, "snapshot-grid", i) for i in range(n)]
+        with torch.no_grad():
+            x, _ = sample_stage.draw(p, s, net, n, gens, next(net.parameters()).device.type)
+        points = x.dim() == 2
+        batch = x.float().cpu().numpy() if points else sample_stage.to_uint8(x, p.data.centered)
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / f"samples_step_{step:09d}.png"
+            sample_stage.save_grid(f, batch, points)
+            tracker.log_artifact(f, "snapshot_grids")
+
+    return log
 
 
 class _null:
