@@ -2,7 +2,7 @@
 
 Both drive the same TorchScript file: the real Inception-v3 architecture (torchvision's, random weights, wrapped in
 the interface of clean-fid's inception-2015-12-05.pt), since the real weights are not available offline and
-throughput does not depend on weight values. Usage: python benchmarks/bench_features.py [--num-images 100]
+throughput does not depend on weight values. Usage: python benchmarks/bench_features.py [--num-images 60 --batch-size 20 --repeats 2]
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ def timed(fn) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--num-images", type=int, default=100)
+    parser.add_argument("--num-images", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", default="clean,legacy_tensorflow")
     args = parser.parse_args()
