@@ -14,6 +14,14 @@ from pipeline.errors import StageError
 
 DEBIAN_FASHION_MNIST = Path(os.environ.get("PIPELINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 TOY_SIZES = {"train": 20000, "test": 5000}
+# md5 of the *decompressed* idx files: the Debian package recompresses the upstream .gz (so torchvision's md5 of
+# the .gz differs) while the data inside are the upstream bytes.
+IDX_CONTENT_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
 
 
 def raw_dir(root: Path, dataset: str) -> Path:
@@ -31,8 +39,22 @@ def _torchvision_class(dataset: str):
     return {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "celeba": tvd.CelebA}[dataset]
 
 
+def _content_md5(gz: Path) -> str | None:
+    import hashlib
+
+    h = hashlib.md5()
+    try:
+        with gzip.open(gz, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except (OSError, EOFError):
+        return None
+    return h.hexdigest()
+
+
 def _verify_idx_gz(folder: Path, cls) -> None:
-    """Check each `*-ubyte.gz` against torchvision's md5 list (a truncated or corrupt file is named)."""
+    """Check each `*-ubyte.gz` against torchvision's md5 list, or (Fashion-MNIST from Debian, recompressed) the md5
+    of its decompressed bytes; a truncated or corrupt file is named."""
     from torchvision.datasets.utils import check_integrity
 
     for url_name, md5 in cls.resources:
@@ -40,7 +62,10 @@ def _verify_idx_gz(folder: Path, cls) -> None:
         gz = folder / name
         if not gz.exists():
             raise StageError(f"{gz}: missing raw file; rerun `python -m pipeline download` for this dataset")
-        if not check_integrity(str(gz), md5):
+        if check_integrity(str(gz), md5):
+            continue
+        inner = IDX_CONTENT_MD5.get(name[:-3]) if cls.__name__ == "FashionMNIST" else None
+        if inner is None or _content_md5(gz) != inner:
             raise StageError(f"{gz}: md5 mismatch (truncated or corrupt download); delete it and rerun the download stage")
 
 

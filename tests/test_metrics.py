@@ -55,6 +55,7 @@ def test_frechet_from_stats_general_covariances():
     assert frechet_from_stats(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning")  # inside clean-fid, scipy < 1.18
 def test_feature_stats_unbiased_covariance_and_same_fd_as_features():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(50, 4)), rng.normal(1.0, 2.0, size=(60, 4))

@@ -50,9 +50,11 @@ def run(args) -> int:
             feats = x.astype(np.float64).reshape(len(x), -1) if ds in TOY_DATASETS else None
             metrics["feature_net"] = "identity (2-D points)" if ds in TOY_DATASETS else "none (no labels: Inception only)"
         else:
-            config = {"num_channels": int(x.shape[1]), "image_size": int(x.shape[2]), "num_classes": int(y.max() + 1)}
-            net = train_classifier(x, y, epochs=EPOCHS[ds], batch_size=128, generator=torch.Generator().manual_seed(0),
-                                   progress=sys.stderr.isatty(), num_classes=config["num_classes"])
+            config = {"num_channels": int(x.shape[1]), "image_size": int(x.shape[2]), "num_classes": int(y.max() + 1),
+                      "width": 32, "feature_dim": 128}
+            net = train_classifier(x, y, epochs=EPOCHS[ds], generator=torch.Generator().manual_seed(0),
+                                   progress=sys.stderr.isatty(), num_classes=config["num_classes"],
+                                   width=config["width"], feature_dim=config["feature_dim"])
             torch.save({"config": config, "weights": net.state_dict()}, tmp / "classifier.pt")
             feats, _ = classifier_features(net.eval(), x, batch_size=256)
             _, test_logits = classifier_features(net.eval(), xt, batch_size=256)
