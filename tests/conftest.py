@@ -3,6 +3,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Small-tensor loops (samplers on analytic scores, per-row generators) run 20-100x slower with several threads on a
+# shared 2-core machine; subprocesses (the end-to-end runs) keep the default.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 
