@@ -207,7 +207,7 @@ def test_output_shape_scale_by_sigma_and_centering(case):
     sigma = labels if model.get("embedding_type") == "fourier" and continuous else net.sigmas[labels]
     with torch.no_grad():
         out = net(x, labels)
-        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert out.shape == x.shape and out.is_contiguous() and torch.isfinite(out).all()  # standard layout out
         if case != "ncsnv2":  # ncsnv2 is defined with the σ scaling
             plain = models.build(make_params(dict(model, scale_by_sigma=False, dropout=0.0), data, continuous)).eval()
             plain.load_state_dict(net.state_dict())

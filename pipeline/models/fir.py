@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.models.layout import weight_like
+
 FACTOR = 2  # every resampling in the score networks is by 2
 
 
@@ -24,8 +26,9 @@ def fir_kernel_2d(k: Sequence[float], gain: float = 1.0) -> torch.Tensor:
 
 
 def _depthwise(kernel: torch.Tensor, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """The filter repeated per channel, as the weight of a grouped convolution, in `like`'s memory layout."""
     n = kernel.shape[-1]
-    return kernel.to(device=like.device, dtype=like.dtype).reshape(1, 1, n, n).expand(channels, 1, n, n)
+    return weight_like(kernel.to(device=like.device, dtype=like.dtype).reshape(1, 1, n, n).repeat(channels, 1, 1, 1), like)
 
 
 def _filter(x: torch.Tensor, kernel: torch.Tensor, pad0: int, pad1: int, stride: int = 1) -> torch.Tensor:
@@ -94,11 +97,11 @@ class FIRConv2d(nn.Module):
             kernel = fir_kernel_2d(self.fir_kernel, gain=FACTOR**2)
             p = kernel.shape[-1] - FACTOR - (ksize - 1)
             # transposed conv = zero insertion + full convolution with the (flipped-for-correlation) weight
-            x = F.conv_transpose2d(x, self.weight.flip(2, 3).transpose(0, 1), stride=FACTOR)
+            x = F.conv_transpose2d(x, weight_like(self.weight.flip(2, 3).transpose(0, 1), x), stride=FACTOR)
             x = _filter(x, kernel, (p + 1) // 2 + FACTOR - 1, p // 2 + 1)
         else:
             kernel = fir_kernel_2d(self.fir_kernel)
             p = kernel.shape[-1] - FACTOR + (ksize - 1)
             x = _filter(x, kernel, (p + 1) // 2, p // 2)
-            x = F.conv2d(x, self.weight, stride=FACTOR)
+            x = F.conv2d(x, weight_like(self.weight, x), stride=FACTOR)
         return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)

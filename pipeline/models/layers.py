@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.models import fir
+from pipeline.models.layout import Conv2d, weight_like
 
 SQRT2 = math.sqrt(2.0)
 
@@ -37,14 +38,14 @@ def ddpm_init_(weight: torch.Tensor, scale: float = 1.0, fan_in: int | None = No
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1, init_scale: float = 1.0) -> nn.Conv2d:
-    conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding)
+    conv = Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding)
     ddpm_init_(conv.weight, init_scale)
     nn.init.zeros_(conv.bias)
     return conv
 
 
 def conv1x1(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
-    conv = nn.Conv2d(in_ch, out_ch, 1)
+    conv = Conv2d(in_ch, out_ch, 1)
     ddpm_init_(conv.weight, init_scale)
     nn.init.zeros_(conv.bias)
     return conv
@@ -103,7 +104,7 @@ class NIN(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_units))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.W.t()[:, :, None, None], self.b)
+        return F.conv2d(x, weight_like(self.W.t()[:, :, None, None], x), self.b)
 
 
 class AttnBlock(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from pipeline.models import fir
 from pipeline.models import layers as L
+from pipeline.models.layout import cpu_channels_last
 from pipeline.models.registry import register
 
 
@@ -134,6 +135,7 @@ class UNet(nn.Module):
         self.all_modules = nn.ModuleList(modules)
 
     def _merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = cpu_channels_last(a)
         return (a + b) / L.SQRT2 if self.spec.skip_rescale else a + b
 
     def _pyramid_resample(self, x: torch.Tensor, up: bool) -> torch.Tensor:
@@ -144,72 +146,78 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         s, act = self.spec, self.act
-        mods = iter(self.all_modules)
+        modules = iter(self.all_modules)
+
+        def run_next(*inputs):
+            # on CPU every activation is kept channels last (1-channel images are ambiguous, and convs follow inputs)
+            return cpu_channels_last(next(modules)(*inputs))
+
         if s.embedding_type == "fourier":
             used_sigmas = labels
-            temb = next(mods)(torch.log(labels))
+            temb = run_next(torch.log(labels.to(x.dtype)))
         else:
             used_sigmas = self.sigmas[labels.long()] if s.scale_by_sigma else None
             temb = L.timestep_embedding(labels, s.nf, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
             temb = temb.to(x.dtype)
         if s.conditional:
-            temb = next(mods)(temb)
-            temb = next(mods)(act(temb))
+            temb = run_next(temb)
+            temb = run_next(act(temb))
         else:
             temb = None
         if not s.centered:
             x = 2 * x - 1.0  # data in [0, 1] -> [-1, 1]
+        x = cpu_channels_last(x)  # faster CPU convolutions (layout.py); the output is returned in the standard layout
 
         n_levels = len(s.ch_mult)
         input_pyramid = x
-        hs = [next(mods)(x)]
+        hs = [run_next(x)]
         for level in range(n_levels):
             for _ in range(s.num_res_blocks):
-                h = next(mods)(hs[-1], temb)
+                h = run_next(hs[-1], temb)
                 if self.attn_at_level[level]:
-                    h = next(mods)(h)
+                    h = run_next(h)
                 hs.append(h)
             if level != n_levels - 1:
-                h = next(mods)(hs[-1]) if s.resblock_type == "ddpm" else next(mods)(hs[-1], temb)
+                h = run_next(hs[-1]) if s.resblock_type == "ddpm" else run_next(hs[-1], temb)
                 if s.progressive_input == "input_skip":
                     input_pyramid = self._pyramid_resample(input_pyramid, up=False)
-                    h = next(mods)(input_pyramid, h)
+                    h = run_next(input_pyramid, h)
                 elif s.progressive_input == "residual":
-                    input_pyramid = h = self._merge(next(mods)(input_pyramid), h)
+                    input_pyramid = h = self._merge(run_next(input_pyramid), h)
                 hs.append(h)
 
-        h = next(mods)(hs[-1], temb)
-        h = next(mods)(h)
-        h = next(mods)(h, temb)
+        h = run_next(hs[-1], temb)
+        h = run_next(h)
+        h = run_next(h, temb)
 
         pyramid = None
         for level in reversed(range(n_levels)):
             for _ in range(s.num_res_blocks + 1):
-                h = next(mods)(torch.cat([h, hs.pop()], dim=1), temb)
+                h = run_next(torch.cat([h, hs.pop()], dim=1), temb)
             if self.attn_at_level[level]:
-                h = next(mods)(h)
+                h = run_next(h)
             if s.progressive == "output_skip":
-                norm, conv = next(mods), next(mods)
+                norm, conv = next(modules), next(modules)
                 head = conv(act(norm(h)))
                 pyramid = head if pyramid is None else self._pyramid_resample(pyramid, up=True) + head
             elif s.progressive == "residual":
                 if level == n_levels - 1:
-                    norm, conv = next(mods), next(mods)
+                    norm, conv = next(modules), next(modules)
                     pyramid = conv(act(norm(h)))
                 else:
-                    pyramid = h = self._merge(next(mods)(pyramid), h)
+                    pyramid = h = self._merge(run_next(pyramid), h)
             if level != 0:
-                h = next(mods)(h) if s.resblock_type == "ddpm" else next(mods)(h, temb)
+                h = run_next(h) if s.resblock_type == "ddpm" else run_next(h, temb)
 
         if s.progressive == "output_skip":
             h = pyramid
         else:
-            norm, conv = next(mods), next(mods)
+            norm, conv = next(modules), next(modules)
             h = conv(act(norm(h)))
-        assert next(mods, None) is None, "forward did not use every module"
+        assert next(modules, None) is None, "forward did not use every module"
         if s.scale_by_sigma:  # s(x, σ) = net(x, σ) / σ: the net predicts -z (score SDE App. H.2)
             h = h / used_sigmas.to(h.dtype).reshape(-1, *([1] * (h.dim() - 1)))
-        return h
+        return h.contiguous()
 
 
 @register("ncsnpp")
