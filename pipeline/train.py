@@ -231,6 +231,12 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                     tracker.log_metrics({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                                          "grad_norm": float(grad_norm), "it_per_s": (step + 1 - start) / elapsed,
                                          "images_per_s": done_images / elapsed}, step=step + 1)
+            if ((step + 1) % t_cfg.eval_freq == 0 and tracker is not None and accelerator.is_main_process
+                    and eval_data is not None):  # the reference's evaluation loss, under the EMA weights
+                unwrapped = accelerator.unwrap_model(net)
+                tracker.log_metrics({"ema_eval_loss": evaluation_loss(params, unwrapped, ema, eval_data, loss_fn,
+                                                                      accelerator.device, n=64)}, step=step + 1)
+                net.train()
             if _fault("kill", step + 1):
                 os.kill(os.getpid(), signal.SIGKILL)
             if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
