@@ -11,6 +11,13 @@ def check(params, path: str) -> None:
 
     if params.model.name not in models.names():
         raise ParamsError(path, "model.name", f"unknown model {params.model.name!r}; expected one of {models.names()}")
+    import torch
+
+    try:  # settings a network cannot be built with (e.g. DDPM nf not a multiple of 32) fail here, before any work
+        with torch.device("meta"):
+            models.build(params)
+    except ValueError as e:
+        raise ParamsError(path, "model", str(e).splitlines()[0]) from None
     base = params.sampling.model_dump()
     settings = {"sampling": params.sampling}
     for name, over in params.samplers.items():
