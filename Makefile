@@ -47,5 +47,9 @@ test: install
 snakemake: install dataset
 	$(BIN)/snakemake -c 2
 
+# MLflow's UI over the project's SQLite store (or $MLFLOW_TRACKING_URI), on loopback only: http://127.0.0.1:5000
+# (`make ui MLFLOW_PORT=5001` when 5000 is taken). Stop it with Ctrl-C.
+MLFLOW_PORT ?= 5000
 ui: install
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (store: $(MLFLOW_TRACKING_URI))"
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_TRACKING_URI)

@@ -5,17 +5,158 @@ Tracking never loses results: if MLflow fails, the stage still writes its output
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import functools
 import hashlib
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import urllib.parse
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
+
+# MLflow's HTTP client retries 7 times with exponential backoff (minutes) before giving up; a stage should find out
+# in seconds that its server is gone. Explicit settings in the environment win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+PROBE_TIMEOUT_S = 3.0
 
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why an http(s) tracking server cannot be reached (a TCP connect within `timeout`), or None."""
+    u = urllib.parse.urlsplit(uri)
+    if u.scheme not in ("http", "https"):
+        return None
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+        with socket.create_connection((u.hostname or "localhost", port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as e:
+        return f"MLflow server {uri} unreachable ({type(e).__name__}: {e})"
+
+
+# --- DVC hashes -------------------------------------------------------------------------------------------------
+
+def _md5_file(path: Path) -> str:
+    st = Path(path).stat()
+    return _md5_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _md5_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:  # a stage hashes a file once
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dvcignore(root: Path | None) -> list[str]:
+    f = Path(root) / ".dvcignore" if root else None
+    if not f or not f.is_file():
+        return []
+    lines = (ln.strip() for ln in f.read_text().splitlines())
+    return [ln for ln in lines if ln and not ln.startswith(("#", "!"))]
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    parts = rel.split("/")
+    for p in patterns:
+        p = p.rstrip("/")
+        if "/" in p.lstrip("/"):  # anchored to a path
+            if fnmatch.fnmatchcase(rel, p.lstrip("/")):
+                return True
+        elif any(fnmatch.fnmatchcase(part, p) for part in parts):
+            return True
+    return False
+
+
+def dvc_md5(path: Path | str, root: Path | None = None) -> str:
+    """The md5 DVC 3 records for `path` in dvc.lock: a file's md5, or for a directory the md5 of the JSON list of
+    its files' {md5, relpath} (sorted by relpath, names matched by `root`/.dvcignore left out) plus ".dir"."""
+    path = Path(path)
+    if not path.is_dir():
+        return _md5_file(path)
+    patterns = _dvcignore(root)
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in filenames:
+            f = Path(dirpath) / name
+            rel = f.relative_to(path).as_posix()
+            if not _ignored(rel, patterns):
+                entries.append({"md5": _md5_file(f), "relpath": rel})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def _rel(path: Path, root: Path) -> str:
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def lock_file(root: Path, suite: str | None = None) -> Path:
+    """The dvc.lock of the running stage: beside the dvc.yaml named by $DVC_STAGE (set by `dvc repro`), else the
+    suite's (dvc.yaml for `default`, pipelines/<suite>/dvc.yaml for the others), else the root one."""
+    root = Path(root)
+    stage = os.environ.get("DVC_STAGE", "")
+    if ":" in stage:
+        base = Path(os.environ.get("DVC_ROOT") or root)
+        f = (base / stage.rsplit(":", 1)[0]).parent / "dvc.lock"
+        if f.exists():
+            return f
+    if suite and suite != "default":
+        f = root / "pipelines" / suite / "dvc.lock"
+        if f.exists():
+            return f
+    return root / "dvc.lock"
+
+
+def _lock_files(root: Path, suite: str | None) -> list[Path]:
+    first = lock_file(root, suite)
+    others = [Path(root) / "dvc.lock", *sorted((Path(root) / "pipelines").glob("*/dvc.lock"))]
+    return [f for f in dict.fromkeys([first, *others]) if f.is_file()]
+
+
+def locked_md5(root: Path, path: Path | str, suite: str | None = None) -> tuple[str, Path] | tuple[None, None]:
+    """(md5, lock file) of the DVC output `path` as some dvc.lock of the repository records it, or (None, None)."""
+    import yaml
+
+    target = Path(path).resolve()
+    for lock in _lock_files(Path(root), suite):
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+            dvc_yaml = lock.with_name("dvc.yaml")
+            defs = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}) if dvc_yaml.exists() else {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        for name, entry in stages.items():
+            wdir = lock.parent / ((defs.get(name) or {}).get("wdir") or ".")
+            for out in (entry or {}).get("outs", []) or []:
+                if (wdir / out.get("path", "")).resolve() == target and out.get("md5"):
+                    return out["md5"], lock
+    return None, None
+
+
+def dataset_digest(root: Path, path: Path | str, suite: str | None = None) -> tuple[str, str, str | None]:
+    """(digest, where it comes from, what dvc.lock records) for the DVC-tracked data at `path`.
+
+    The digest is DVC's md5 of the data as it is now; it equals the dvc.lock entry whenever the lock is current
+    ("dvc.lock"); when no lock records the path, or records other content (a stage that has not been committed yet,
+    or data changed outside DVC), it is computed the same way DVC computes it ("computed")."""
+    digest = dvc_md5(path, root)
+    locked, lock = locked_md5(root, path, suite)
+    if locked == digest:
+        return digest, f"dvc.lock ({_rel(lock, root)})", locked
+    return digest, "computed (as DVC does; " + ("no dvc.lock records it)" if locked is None else "dvc.lock records other content)"), locked
 
 
 def _git(root: Path, *args: str) -> str:
@@ -25,14 +166,18 @@ def _git(root: Path, *args: str) -> str:
         return ""
 
 
-def lineage_tags(root: Path, stage: str) -> dict[str, str]:
-    lock = Path(root) / "dvc.lock"
-    return {
+def lineage_tags(root: Path, stage: str, suite: str | None = None) -> dict[str, str]:
+    lock = lock_file(root, suite)
+    tags = {
         "pipeline.stage": stage,
         "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
         "dvc.lock.sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else "none",
+        "dvc.lock.path": _rel(lock, root) if lock.exists() else "none",
     }
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc.stage"] = os.environ["DVC_STAGE"]
+    return tags
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -49,8 +194,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 class Tracker:
     """A child run of one stage; every call is a no-op once tracking has failed."""
 
-    def __init__(self, mlflow_mod=None, run_id: str | None = None):
-        self._m, self.run_id = mlflow_mod, run_id
+    def __init__(self, mlflow_mod=None, run_id: str | None = None, root: Path | None = None, suite: str | None = None):
+        self._m, self.run_id, self.root, self.suite = mlflow_mod, run_id, Path(root or "."), suite
 
     @property
     def active(self) -> bool:
@@ -76,21 +221,39 @@ class Tracker:
     def log_artifacts(self, path: Path | str, artifact_path: str | None = None) -> None:
         self._safe(lambda: self._m.log_artifacts(str(path), artifact_path))
 
-    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
-        """`log_input` of a prepared split; its digest is the split's sha256 (recorded in the DVC-tracked manifest)."""
+    def log_dataset(self, name: str, sha256: str | None, source: Path | str, context: str) -> None:
+        """`log_input` of prepared data at `source` (a DVC output folder such as data/prepared/<ds>, or a file in it).
+
+        The dataset's digest is its DVC hash: the md5 dvc.lock records for the folder ("<md5>.dir"; 36 characters,
+        MLflow's limit), computed the same way when no current lock records it; the input's tags say which, and keep
+        `sha256` (the manifest's hash of a split) beside it."""
 
         def go():
             from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
 
-            ds = MetaDataset(source=resolve_dataset_source(str(source)), name=name, digest=digest[:36])
-            self._m.log_input(ds, context=context)
+            digest, origin, locked = dataset_digest(self.root, source, self.suite)
+            tags = {"dvc.md5": digest, "dvc.md5.source": origin}
+            if locked and locked != digest:
+                tags["dvc.lock.md5"] = locked
+            if sha256:
+                tags["sha256"] = sha256
+            with warnings.catch_warnings():  # two registered local sources match a path: "interpreted in multiple ways"
+                warnings.simplefilter("ignore", UserWarning)
+                src = resolve_dataset_source(Path(source).resolve().as_uri())
+            ds = MetaDataset(source=src, name=name, digest=digest)
+            self._m.log_input(ds, context=context, tags=tags)
 
         self._safe(go)
 
 
 def _setup(root: Path, suite: str):
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    why = probe(tracking_uri(root))
+    if why:
+        raise ConnectionError(why)
     import mlflow
 
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not the stage's business
@@ -124,7 +287,7 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
     try:
         mlflow = _setup(root, suite)
         parent = _parent_run(mlflow, experiment)
-        tags = {**lineage_tags(root, stage), "pipeline.experiment": experiment, "pipeline.kind": "stage",
+        tags = {**lineage_tags(root, stage, suite), "pipeline.experiment": experiment, "pipeline.kind": "stage",
                 "mlflow.parentRunId": parent}
         run = mlflow.start_run(run_name=f"{experiment}/{stage}", tags=tags)
         if params:
@@ -133,12 +296,13 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
     except Exception as e:  # noqa: BLE001
-        print(f"warning: MLflow tracking skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        print(f"warning: MLflow tracking skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              "the stage's outputs are written as usual", file=sys.stderr)
         if run is not None:
             with contextlib.suppress(Exception):
                 mlflow.end_run(status="FAILED")
         mlflow, run = None, None
-    tracker = Tracker(mlflow, run.info.run_id if run else None)
+    tracker = Tracker(mlflow, run.info.run_id if run else None, root, suite)
     status = "FAILED"
     try:
         yield tracker
@@ -150,11 +314,10 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
 
 def log_dataset_stage(root: Path, dataset: str, stage: str, folder: Path) -> None:
     """Data stages are per dataset: their runs live in the `datasets` experiment."""
-    import json
-
     with stage_run(root, "datasets", dataset, stage) as t:
         mf = json.loads((folder / "manifest.json").read_text())
+        t.log_dataset(dataset, None, folder, "prepared")  # digest: the folder's DVC hash, as in dvc.lock
         for split, info in mf["splits"].items():
             t.log_metrics({f"{split}.count": info["count"]})
-            t.log_dataset(f"{dataset}-{split}", info["sha256"], str(folder / f"{split}.npz"), split)
+            t.log_dataset(f"{dataset}-{split}", info["sha256"], folder / f"{split}.npz", split)  # DVC's file md5
         t.log_artifact(folder / "manifest.json")

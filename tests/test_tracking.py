@@ -1,0 +1,114 @@
+"""pipeline.tracking without a server: dataset digests are DVC's own hashes, and tracking never costs a result —
+with MLflow unreachable a stage writes its outputs, exits 0 and says tracking was skipped, within seconds."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+from conftest import ROOT, venv_env
+from pipeline import tracking
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_dvc_md5_is_the_hash_dvc_records(tmp_path):
+    """The same directory through `dvc add` and tracking.dvc_md5: subfolders, CRLF text, a .dvcignore'd file."""
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("hello\n")
+    (d / "sub" / "b.txt").write_bytes(b"x\r\ny\n")  # DVC 3 hashes bytes as they are (no dos2unix)
+    (d / "c.npz").write_bytes(os.urandom(50_000))
+    (d / "sub" / ".snakemake_timestamp").write_text("")  # ignored by the project's .dvcignore
+    shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    env = venv_env({"DVC_NO_ANALYTICS": "1"})
+    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "add", "-q", "d"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    out = yaml.safe_load((tmp_path / "d.dvc").read_text())["outs"][0]
+    assert out["md5"].endswith(".dir") and out["nfiles"] == 3
+    assert tracking.dvc_md5(d, tmp_path) == out["md5"]
+    assert tracking.dvc_md5(d / "c.npz") == hashlib.md5((d / "c.npz").read_bytes()).hexdigest()
+    digest, origin, locked = tracking.dataset_digest(tmp_path, d)  # no dvc.lock here: computed, and it says so
+    assert (digest, locked) == (out["md5"], None) and origin.startswith("computed")
+
+
+def test_lock_lookup_resolves_wdir(tmp_path, monkeypatch):
+    """An out of pipelines/<suite>/dvc.yaml (wdir ../..) is found by its path from the root; $DVC_STAGE wins."""
+    (tmp_path / "data/prepared/x").mkdir(parents=True)
+    (tmp_path / "data/prepared/x/f.bin").write_bytes(b"abc")
+    md5 = tracking.dvc_md5(tmp_path / "data/prepared/x")
+    (tmp_path / "pipelines/s").mkdir(parents=True)
+    (tmp_path / "pipelines/s/dvc.yaml").write_text(yaml.safe_dump({"stages": {"prep": {"wdir": "../..", "cmd": "x",
+                                                                                        "outs": ["data/prepared/x"]}}}))
+    (tmp_path / "pipelines/s/dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"prep": {"cmd": "x", "outs": [{"path": "data/prepared/x", "hash": "md5", "md5": md5}]}}}))
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert tracking.lock_file(tmp_path, "s") == tmp_path / "pipelines/s/dvc.lock"
+    assert tracking.lock_file(tmp_path, "default") == tmp_path / "dvc.lock"
+    assert tracking.dataset_digest(tmp_path, tmp_path / "data/prepared/x", "default") == (md5, "dvc.lock (pipelines/s/dvc.lock)", md5)
+    monkeypatch.setenv("DVC_STAGE", "pipelines/s/dvc.yaml:prep")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.lock_file(tmp_path, "default") == tmp_path / "pipelines/s/dvc.lock"
+    tags = tracking.lineage_tags(tmp_path, "prep", "default")
+    assert tags["dvc.lock.path"] == "pipelines/s/dvc.lock" and tags["dvc.stage"] == "pipelines/s/dvc.yaml:prep"
+    (tmp_path / "data/prepared/x/f.bin").write_bytes(b"abcd")  # changed outside DVC: the lock is stale
+    digest, origin, locked = tracking.dataset_digest(tmp_path, tmp_path / "data/prepared/x")
+    assert digest != md5 and locked == md5 and "other content" in origin
+
+
+def test_unreachable_server_is_skipped_in_seconds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    t0 = time.perf_counter()
+    with tracking.stage_run(tmp_path, "unit", "exp", "sample/pc", {"a": 1}) as t:
+        t.log_metrics({"x": 1.0})
+        t.log_artifact(tmp_path / "missing.png")
+    seconds = time.perf_counter() - t0
+    assert not t.active and t.run_id is None
+    assert seconds < tracking.PROBE_TIMEOUT_S + 2, seconds  # MLflow's own retries would take minutes
+    err = capsys.readouterr().err
+    assert "MLflow tracking skipped" in err and "unreachable" in err and "outputs are written" in err
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"  # later requests give up quickly too
+
+
+def test_tracking_failure_mid_stage_is_a_warning(capsys):
+    class Broken:
+        calls = 0
+
+        def log_metrics(self, *a, **kw):
+            Broken.calls += 1
+            raise ConnectionError("server went away")
+
+    t = tracking.Tracker(Broken(), "run-1")
+    t.log_metrics({"a": 1.0})
+    t.log_metrics({"b": 2.0})  # a no-op from now on
+    assert Broken.calls == 1 and not t.active
+    assert "MLflow tracking skipped from here on (ConnectionError: server went away)" in capsys.readouterr().err
+
+
+def test_stage_writes_outputs_when_mlflow_is_unreachable(tmp_path):
+    """The real prepare stage, as DVC would run it, against a tracking URI where nothing listens."""
+    from pipeline import data
+
+    data.download(tmp_path, "digits")
+    env = venv_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"})
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits", "--root", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "data/prepared/digits/manifest.json").read_text())
+    assert manifest["splits"]["train"]["count"] == 1500 and (tmp_path / "data/prepared/digits/train.npz").stat().st_size > 0
+    assert "warning: MLflow tracking skipped" in r.stderr and "unreachable" in r.stderr
+    assert "prepared digits" in r.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    assert seconds < 90, seconds  # start-up only; MLflow's default retries alone would take minutes
