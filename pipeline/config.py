@@ -140,6 +140,18 @@ class EvalConfig(_Block):
     feature_net: Literal["classifier", "inception"] = "classifier"
     inception_weights: Optional[str] = None
     fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
+    # Controllable generation examples (Score SDE Sec. 5): the `controllable` stage runs these tasks on a few test
+    # images with the PC sampler of `sampling` (reverse diffusion + Langevin when `sampling` is not a PC sampler).
+    controllable: list[Literal["inpainting", "colorization"]] = Field(default_factory=list)
+    controllable_images: int = Field(8, ge=1, le=64)
+    controllable_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N
+
+    @field_validator("controllable")
+    @classmethod
+    def _unique_tasks(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"tasks repeated: {v}")
+        return v
 
 
 class Params(_Block):

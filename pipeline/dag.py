@@ -22,7 +22,9 @@ CODE = {
     "sample": ["pipeline/stages/sample.py", "pipeline/sampling.py", "pipeline/predictors.py", "pipeline/correctors.py"],
     "evaluate": ["pipeline/stages/evaluate.py", "pipeline/metrics"],
     "likelihood": ["pipeline/stages/likelihood.py", "pipeline/likelihood.py"],
-    "report": ["pipeline/report.py", "pipeline/published.py"],
+    "controllable": ["pipeline/stages/controllable.py", "pipeline/controllable.py", "pipeline/sampling.py",
+                     "pipeline/predictors.py", "pipeline/correctors.py"],
+    "report": ["pipeline/report.py", "pipeline/published.py", "pipeline/figures.py", "pipeline/stages/report.py"],
 }
 SUITE_DIRS = ("params",)
 
@@ -30,7 +32,7 @@ SUITE_DIRS = ("params",)
 @dataclass
 class Stage:
     name: str  # DVC stage name, e.g. "sample-ncsnpp_cont-pc"
-    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | report
+    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | controllable | report
     wildcards: dict[str, str]
     cmd: str
     deps: list[str]
@@ -69,6 +71,7 @@ def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dic
         "train_metrics": f"{r}/train_metrics.json",
         "loss_curve": f"{r}/loss.csv",
         "likelihood": f"{r}/likelihood.json",
+        "controllable": f"{r}/controllable",
         "report": f"reports/{suite}",
     }
     if sampler:
@@ -153,6 +156,11 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
                                                           "eval.bpd_estimator", "eval.bpd_rtol", "eval.bpd_atol",
                                                           "eval.batch_size"])},
                          metrics=[base["likelihood"]]))
+    if p.eval.controllable:
+        out.append(Stage(f"controllable-{e.name}", "controllable", {"suite": suite, "exp": e.name}, cmd("controllable"),
+                         deps=[base["train"], base["prepared"], *CODE["controllable"]], outs=[base["controllable"]],
+                         params={e.path: _present(e.raw, ["seed", "sampling", "eval.controllable",
+                                                          "eval.controllable_images", "eval.controllable_steps"])}))
     return out
 
 
@@ -179,8 +187,9 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
     for e in exps:
         stages += experiment_stages(e, suite)
     metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics]
+    controllable = [o for s in stages if s.kind == "controllable" for o in s.outs]
     stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
-                        deps=sorted(metric_files) + CODE["report"], outs=[],
+                        deps=sorted(metric_files + controllable) + CODE["report"], outs=[],
                         uncached=[paths(suite, "", "")["report"]]))
     return stages
 
@@ -198,10 +207,12 @@ def dvc_yaml(stages: list[Stage], wdir: str | None = None) -> dict:
         outs = list(s.outs) + [{o: {"persist": True}} for o in s.persist] + [{o: {"cache": False}} for o in s.uncached]
         if outs:
             d["outs"] = outs
+        # Metrics and plots go to DVC's cache (runs/ is not in git), so that `dvc metrics diff`, `dvc plots diff`
+        # and `dvc exp show` can read them at any commit or experiment from its dvc.lock.
         if s.metrics:
-            d["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+            d["metrics"] = list(s.metrics)
         if s.plots:
-            d["plots"] = [{pl: {"cache": False, "x": "step", "y": "loss"}} for pl in s.plots]
+            d["plots"] = [{pl: {"x": "step", "y": "loss"}} for pl in s.plots]
         out[s.name] = d
     return {"stages": out}
 

@@ -52,7 +52,7 @@ def draw(params, s, net, n: int, gens, device="cpu") -> tuple[torch.Tensor, int]
     eps = s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
     return sampling.pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
                               n_steps=s.n_steps_each, eps=eps, denoise=s.noise_removal, generator=gens,
-                              order=s.order, num_steps=s.num_steps, device=device)
+                              probability_flow=s.probability_flow, order=s.order, num_steps=s.num_steps, device=device)
 
 
 def to_uint8(x: torch.Tensor, centered: bool) -> np.ndarray:
