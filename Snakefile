@@ -7,19 +7,29 @@
 
 Both front ends read the DAG from `pipeline.dag`, so they cannot drift (tests/test_dag.py compares them). Each rule
 declares its stage's tracked params in `params:` so Snakemake's params trigger fires exactly when DVC's would.
+`snakemake --report report.html` (after a run, or after `--touch`) collects sample grids, metrics, loss curves and the
+suite's report pages into one file (the `report(...)` markers below). Every rule declares `resources: gpu=0|1`.
 Training snapshots (`runs/<suite>/<exp>/snapshots`, a DVC `persist` output) are not declared here: Snakemake would
 delete them before rerunning `train`, and they exist so that a rerun resumes.
 """
 import json
+import sys
 from pathlib import Path
 
 import yaml
 
 from pipeline import dag
+from pipeline.config import ParamsError
 
-SUITE = config.get("suite", "default")
-STAGES = {s.name: s for s in dag.suite_stages(Path(workflow.basedir), SUITE)}
-GPU_KINDS = {"train", "sample", "likelihood"}
+SUITE = str(config.get("suite", "default"))
+try:
+    STAGES = {s.name: s for s in dag.suite_stages(Path(workflow.basedir), SUITE)}
+except (ParamsError, ValueError) as e:  # an unknown suite or a bad params file: one line, status 2 (like the CLI)
+    print(f"error: {e}".splitlines()[0], file=sys.stderr)
+    sys.exit(2)
+# Stages that run their network on CUDA when one is visible. `gpu` is what the SLURM executor plugin reads
+# (`--gpus=N`); locally it caps concurrent GPU jobs (`--resources gpu=N`, profiles/local sets 1).
+GPU_KINDS = {"train", "sample", "evaluate", "likelihood", "controllable"}
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
@@ -32,7 +42,7 @@ def stage(kind, wc):
     """The DAG stage that a rule's wildcards name."""
     if kind in ("download", "prepare", "evaluator"):
         return STAGES[f"{kind}-{wc.dataset}"]
-    if kind in ("train", "likelihood"):
+    if kind in ("train", "likelihood", "controllable"):
         return STAGES[f"{kind}-{wc.exp}"]
     if kind in ("sample", "evaluate"):
         return STAGES[f"{kind}-{wc.exp}-{wc.sampler}"]
@@ -60,6 +70,16 @@ def rule_params(kind):
     return {"tracked": lambda wc: tracked(kind, wc), "cmd": lambda wc: stage(kind, wc).cmd}
 
 
+def rule_resources(kind):
+    """What a stage needs from a cluster node. Sizes (runtime, mem_mb, cpus_per_task) are site-specific and live in
+    the profile (profiles/slurm/config.yaml); whether a stage wants a GPU is a property of the stage."""
+    return {"gpu": 1 if kind in GPU_KINDS else 0}
+
+
+# `all` only collects; `download` needs the internet, which compute nodes of a cluster often lack.
+localrules: all, download
+
+
 rule all:
     input: [o for s in STAGES.values() if s.kind == "report" for o in s.all_outs()]
 
@@ -67,49 +87,65 @@ rule download:
     input: deps("download")
     output: directory("data/raw/{dataset}")
     params: **rule_params("download")
+    resources: **rule_resources("download")
     shell: "{params.cmd}"
 
 rule prepare:
     input: deps("prepare")
     output: directory("data/prepared/{dataset}")
     params: **rule_params("prepare")
+    resources: **rule_resources("prepare")
     shell: "{params.cmd}"
 
 rule evaluator:
     input: deps("evaluator")
     output: directory("data/evaluator/{dataset}")
     params: **rule_params("evaluator")
+    resources: **rule_resources("evaluator")
     shell: "{params.cmd}"
 
 rule train:
     input: deps("train")
-    output: directory("runs/{suite}/{exp}/train"), "runs/{suite}/{exp}/train_metrics.json", "runs/{suite}/{exp}/loss.csv"
+    output:
+        directory("runs/{suite}/{exp}/train"),
+        report("runs/{suite}/{exp}/train_metrics.json", category="Training", labels={"experiment": "{exp}", "file": "metrics"}),
+        report("runs/{suite}/{exp}/loss.csv", category="Training", labels={"experiment": "{exp}", "file": "loss curve"}),
     params: **rule_params("train")
-    resources: gpu=1
+    resources: **rule_resources("train")
     shell: "{params.cmd}"
 
 rule sample:
     input: deps("sample")
-    output: directory("runs/{suite}/{exp}/samples/{sampler}")
+    output:
+        report(directory("runs/{suite}/{exp}/samples/{sampler}"), patterns=["{figure}.png"], category="Samples", labels={"experiment": "{exp}", "sampler": "{sampler}"}),
     params: **rule_params("sample")
-    resources: gpu=1
+    resources: **rule_resources("sample")
     shell: "{params.cmd}"
 
 rule evaluate:
     input: deps("evaluate")
-    output: "runs/{suite}/{exp}/eval/{sampler}.json"
+    output: report("runs/{suite}/{exp}/eval/{sampler}.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "sample quality ({sampler})"})
     params: **rule_params("evaluate")
+    resources: **rule_resources("evaluate")
     shell: "{params.cmd}"
 
 rule likelihood:
     input: deps("likelihood")
-    output: "runs/{suite}/{exp}/likelihood.json"
+    output: report("runs/{suite}/{exp}/likelihood.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "bits/dim"})
     params: **rule_params("likelihood")
-    resources: gpu=1
+    resources: **rule_resources("likelihood")
+    shell: "{params.cmd}"
+
+rule controllable:
+    input: deps("controllable")
+    output: report(directory("runs/{suite}/{exp}/controllable"), patterns=["{task}.png"], category="Controllable generation", labels={"experiment": "{exp}", "task": "{task}"})
+    params: **rule_params("controllable")
+    resources: **rule_resources("controllable")
     shell: "{params.cmd}"
 
 rule report:
     input: deps("report")
-    output: directory("reports/{suite}")
+    output: report(directory("reports/{suite}"), patterns=["{page}.html", "figures/{figure}.png"], category="Report")
     params: **rule_params("report")
+    resources: **rule_resources("report")
     shell: "{params.cmd}"

@@ -1,5 +1,6 @@
-"""The smoke experiment end to end through `dvc repro` in a temporary copy of the repository, then the rerun
-rules: a sampler setting reruns only that sampler's stages and the report; a model setting reruns train onwards."""
+"""The smoke experiment end to end through `dvc repro` in a temporary copy of the repository; DVC's metrics, plots and
+experiments views and `snakemake --report` over that one run; then the rerun rules: a sampler setting reruns only
+that sampler's stages and the report; a model setting reruns train onwards."""
 import json
 import re
 import sqlite3
@@ -11,8 +12,9 @@ from e2e_util import copy_repo, run
 from test_dag import snakemake_jobs
 
 DVC = "pipelines/smoke/dvc.yaml"
+SMOKE = "runs/smoke/smoke"
 ALL_DOWNSTREAM_OF_TRAIN = {"train-smoke", "sample-smoke-pc", "sample-smoke-ode", "evaluate-smoke-pc",
-                           "evaluate-smoke-ode", "likelihood-smoke", "report-smoke"}
+                           "evaluate-smoke-ode", "likelihood-smoke", "controllable-smoke", "report-smoke"}
 
 
 def dvc_would_run(repo) -> set[str]:
@@ -89,6 +91,59 @@ def test_smoke_outputs_are_real(repo):
 @pytest.mark.timeout(600)
 def test_up_to_date_after_repro(repo):
     assert dvc_would_run(repo) == set()
+
+
+@pytest.mark.timeout(300)
+def test_dvc_metrics_plots_and_experiments(repo, tmp_path):
+    """DVC's own views of the repro: metrics, a diff against a commit, the loss plot, the experiments table."""
+    fd = json.loads((repo / f"{SMOKE}/eval/pc.json").read_text())["classifier"]["fd"]["mean"]
+    bpd = json.loads((repo / f"{SMOKE}/likelihood.json").read_text())["bpd"]["mean"]
+    final_loss = json.loads((repo / f"{SMOKE}/train_metrics.json").read_text())["final_loss"]
+    # commit the repro as a user would: dvc.lock goes to git, the metrics files to DVC's cache (runs/ is not in git)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "smoke repro"], repo)
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    (ws,) = shown.values()  # the workspace only
+    assert ws["data"][f"{SMOKE}/eval/pc.json"]["data"]["classifier"]["fd"]["mean"] == pytest.approx(fd)
+    assert ws["data"][f"{SMOKE}/likelihood.json"]["data"]["bpd"]["mean"] == pytest.approx(bpd)
+    assert ws["data"][f"{SMOKE}/train_metrics.json"]["data"]["final_loss"] == pytest.approx(final_loss)
+    # the workspace equals the commit; the commit before the repro had no metrics, HEAD's come from the cache
+    assert json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout or "{}") == {}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json", "HEAD~1", "HEAD"], repo).stdout)
+    assert diff[f"{SMOKE}/eval/pc.json"]["classifier.fd.mean"] == {"old": None, "new": pytest.approx(fd)}
+    assert diff[f"{SMOKE}/likelihood.json"]["bpd.mean"] == {"old": None, "new": pytest.approx(bpd)}
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json", f"{SMOKE}/loss.csv"], repo).stdout)["data"]
+    (loss_plot,) = plots[f"{SMOKE}/loss.csv"]
+    points = loss_plot["content"]["data"]["values"]
+    rows = (repo / f"{SMOKE}/loss.csv").read_text().split()[1:]
+    assert len(points) == len(rows) > 0 and loss_plot["content"]["encoding"]["x"]["field"] == "step"
+    assert float(points[-1]["loss"]) == pytest.approx(float(rows[-1].split(",")[1]))
+    run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], repo)
+    html = (tmp_path / "plots/index.html").read_text()
+    assert f"{SMOKE}/loss.csv" in html and "vega" in html
+
+    table = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    rows_by_rev = {r["rev"]: r for r in table}
+    assert {"workspace", head} <= set(rows_by_rev)
+    for rev in ("workspace", head):  # HEAD's metrics are read through its dvc.lock from the cache
+        metrics = rows_by_rev[rev]["data"]["metrics"]
+        assert metrics[f"{SMOKE}/eval/pc.json"]["data"]["classifier"]["fd"]["mean"] == pytest.approx(fd)
+
+
+@pytest.mark.timeout(300)
+def test_snakemake_report(repo, tmp_path):
+    """`snakemake --report` over the metadata that `--touch` recorded: grids, metrics, loss curve, report pages."""
+    out = tmp_path / "snakemake-report.html"
+    r = run(["snakemake", "--report", str(out), "--config", "suite=smoke"], repo)
+    html = out.read_text()
+    assert r.returncode == 0 and len(html) > 10_000
+    for category in ("Samples", "Metrics", "Training", "Report"):
+        assert category in html, category
+    for name in ("grid.png", "pc.json", "ode.json", "likelihood.json", "loss.csv", "index.html"):
+        assert name in html, name
 
 
 @pytest.mark.timeout(600)
