@@ -389,12 +389,30 @@ def controllable_table(exps: list[dict]) -> Table | None:
                       "target: it measures plausibility only loosely).")
 
 
+def lineage_table(exps: list[dict]) -> Table:
+    """The MLflow run behind every number: the run id each stage wrote into its DVC-tracked metrics file."""
+    def rid(d: dict | None) -> str:
+        return (d or {}).get("mlflow_run_id") or ("tracking skipped" if d else NOT_RUN)
+
+    rows = []
+    for x in exps:
+        rows.append([x["experiment"], "train", "train_metrics.json", rid(x["train"])])
+        for n, s in x["samplers"].items():
+            rows.append([x["experiment"], f"evaluate ({n})", f"eval/{n}.json", rid(s["eval"])])
+        if x["params"].eval.enable_bpd:
+            rows.append([x["experiment"], "likelihood", "likelihood.json", rid(x["likelihood"])])
+    return Table("lineage", "Lineage: the MLflow run of every number", ["experiment", "stage", "metrics file",
+                 "MLflow run id"], rows,
+                 note="Open a run in `make ui` (experiment score-repro/<suite>, child of the experiment's parent run), "
+                      "or `mlflow runs describe --run-id ID`. The metrics files are DVC outputs under runs/<suite>/<exp>/.")
+
+
 def tables(exps: list[dict]) -> list[Table]:
     """Every table the suite has material for, in the report's order."""
     rows = [{"experiment": x["experiment"], "dataset": x["dataset"], "sampler": n, "settings": s["settings"],
              "eval": s["eval"]} for x in exps for n, s in x["samplers"].items()]
     out = [table3(exps), table2(exps), table1(exps), ncsn_table(exps), all_samplers_table(rows),
-           controllable_table(exps)]
+           controllable_table(exps), lineage_table(exps)]
     return [t for t in out if t is not None]
 
 

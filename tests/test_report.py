@@ -199,7 +199,7 @@ def test_other_dataset_is_not_compared(suite_root):
 def test_no_cell_is_blank_or_zero(suite_root):
     shutil.rmtree(suite_root / "runs")  # nothing run at all
     tabs = _tables(suite_root)
-    assert list(tabs) == ["table3", "table2", "table1", "ncsn", "samplers", "controllable"]
+    assert list(tabs) == ["table3", "table2", "table1", "ncsn", "samplers", "controllable", "lineage"]
     for t in tabs.values():
         for row in t.rows:
             assert len(row) == len(t.columns), t.key
@@ -208,6 +208,18 @@ def test_no_cell_is_blank_or_zero(suite_root):
     assert all(r[3].startswith("not run") and r[4].startswith("not run") for r in tabs["table3"].rows)
     assert all(c == "not run" for r in tabs["samplers"].rows for c in r[3:])
     assert tabs["controllable"].rows[0][2:] == ["not run", "not run"]
+
+
+def test_lineage_table_names_the_run_of_every_number(suite_root):
+    f = suite_root / "runs/cifar10/ncsnpp_cont/eval/pc.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "mlflow_run_id": "abc123"}))
+    (suite_root / "runs/cifar10/ncsnpp_cont/train_metrics.json").write_text(json.dumps({"mlflow_run_id": None}))
+    rows = {(r[0], r[1]): r[3] for r in _tables(suite_root)["lineage"].rows}
+    assert rows[("ncsnpp_cont", "evaluate (pc)")] == "abc123"
+    assert rows[("ncsnpp_cont", "train")] == "tracking skipped"  # ran, MLflow off or unreachable
+    assert rows[("ddpm", "train")] == "not run"
+    assert rows[("ddpmpp_cont_vp", "likelihood")] == "tracking skipped"  # the fixture's likelihood.json has no id
+    assert ("ncsn", "likelihood") not in rows  # bits/dim not requested
 
 
 def test_controllable_table(suite_root):
@@ -265,7 +277,7 @@ def test_report_stage_writes_tables_figures_and_one_html(suite_root):
     assert r"\multicolumn{4}{c}{Variance Exploding SDE (SMLD)} & \multicolumn{4}{c}{Variance Preserving SDE (DDPM)}" in tex
     assert r"3.30 $\pm$ 0.02; paper 3.24 $\pm$ 0.02; $\Delta$ +0.06" in tex
     page = (out / "index.html").read_text()
-    assert page.count("<table") == 6 and "src='figures/" not in page  # self-contained: no relative file links
+    assert page.count("<table") == 7 and "src='figures/" not in page  # self-contained: no relative file links
     for f in figs:
         assert base64.b64encode((out / "figures" / f).read_bytes()).decode() in page, f
 
@@ -283,7 +295,7 @@ def test_html_renders_in_headless_chromium(suite_root, tmp_path):
     page = (tmp_path / "rep/index.html").resolve()
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert dom.count("<table") == 6 and dom.count("<img") == 6
+    assert dom.count("<table") == 7 and dom.count("<img") == 6
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom)) == 6
     assert "Variance Exploding SDE (SMLD)" in dom and "pc: 3.30 ± 0.02; paper 3.24 ± 0.02; Δ +0.06" in dom
     shot = tmp_path / "shot.png"
