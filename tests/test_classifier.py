@@ -27,15 +27,6 @@ def digits():
     return images[train], data.target[train], images[test], data.target[test]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny 8x8 batches: on 2 shared cores, two intra-op threads spend their time waiting on each other
-    # (measured 58 s vs 1 s of CPU for this file's training), so run single-threaded and restore afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def trained(digits):

@@ -10,13 +10,6 @@ from pipeline.mixtures import GaussianMixture, gaussian_conditional
 from pipeline.sde import VESDE, VPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _correlated_gaussian(d, seed):
     g = torch.Generator().manual_seed(seed)

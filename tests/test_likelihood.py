@@ -11,13 +11,6 @@ from pipeline.sampling import ode_sample
 from pipeline.sde import VESDE, VPSDE, subVPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 SDES = {"vesde": VESDE(0.01, 50.0, 1000), "vpsde": VPSDE(0.1, 20.0, 1000), "subvpsde": subVPSDE(0.1, 20.0, 1000)}

@@ -15,13 +15,6 @@ from pipeline.mixtures import GaussianMixture
 from pipeline.sde import VESDE, VPSDE, subVPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 MU = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.float64)
 VAR = torch.tensor([0.25, 1.0, 0.04, 2.25], dtype=torch.float64)

@@ -20,13 +20,6 @@ from pipeline.sampling import ALD_CONVENTIONS, CORRECTORS, PREDICTORS, ald_sampl
 from pipeline.sde import VESDE, VPSDE, subVPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 _MU = torch.rand(784, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.5

@@ -7,14 +7,6 @@ import torch
 from pipeline import rng
 from pipeline.sde import VESDE, VPSDE, get_sde, subVPSDE
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small-tensor loops run 10-100x slower with 2 intra-op threads on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 SDES = {
     "vesde": lambda N=1000: VESDE(0.01, 50.0, N),
