@@ -23,7 +23,7 @@ CODE = {
     "evaluate": ["pipeline/stages/evaluate.py", "pipeline/metrics"],
     "likelihood": ["pipeline/stages/likelihood.py", "pipeline/likelihood.py"],
     "controllable": ["pipeline/stages/controllable.py", "pipeline/controllable.py", "pipeline/sampling.py",
-                     "pipeline/predictors.py", "pipeline/correctors.py"],
+                     "pipeline/predictors.py", "pipeline/correctors.py", "pipeline/stages/sample.py", "pipeline/train.py"],
     "report": ["pipeline/report.py", "pipeline/published.py", "pipeline/figures.py", "pipeline/stages/report.py"],
 }
 SUITE_DIRS = ("params",)

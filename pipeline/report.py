@@ -55,17 +55,6 @@ def collect_experiments(root: Path, suite: str) -> list[dict]:
     return out
 
 
-def collect(root: Path, suite: str) -> list[dict]:
-    """One row per (experiment, sampler), with train and likelihood metrics attached."""
-    rows = []
-    for x in collect_experiments(root, suite):
-        for sampler, s in x["samplers"].items():
-            rows.append({"experiment": x["experiment"], "dataset": x["dataset"], "sampler": sampler,
-                         "settings": s["settings"], "train": x["train"], "eval": s["eval"],
-                         "likelihood": x["likelihood"], "sde": x["sde"], "samples": s["samples"]})
-    return rows
-
-
 # --- numbers and cells -------------------------------------------------------------------------------------------
 def fmt(stat: dict | None, key: str = "std") -> str:
     """Compact: 4 significant digits (the all-samplers table)."""

@@ -16,7 +16,8 @@ from pipeline import atomic, checkpoint, data, tracking
 from pipeline.cli import common
 from pipeline.config import TOY_DATASETS, ParamsError, SamplingConfig
 from pipeline.stages.common import generator, load_context
-from pipeline.stages.sample import make_sde
+from pipeline.stages.sample import make_sde, sampling_eps
+from pipeline.train import to_model_range
 
 # The paper's controllable-generation sampler (App. I): reverse diffusion + one Langevin step, r = 0.16. Used when the
 # experiment's own sampler is not a PC sampler (ODE, annealed Langevin).
@@ -69,7 +70,7 @@ def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tupl
     from pipeline.controllable import pc_colorize, pc_inpaint
 
     s = pc_settings(p)
-    eps = s.eps or (1e-5 if p.training.sde == "vesde" else 1e-3)
+    eps = sampling_eps(p, s)
     steps = p.eval.controllable_steps or sde.N
     info = {"status": "done", "num_images": int(x0.shape[0]), "num_steps": int(steps), "predictor": s.predictor,
             "corrector": s.corrector, "snr": s.snr if s.corrector != "none" else None, "order": s.order,
@@ -124,8 +125,7 @@ def run(args) -> int:
     net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
     sde = make_sde(p)
     score_fn = get_score_fn(sde, net, continuous=p.training.continuous)
-    x0 = torch.from_numpy(np.ascontiguousarray(x)).float().to(device) / 255.0
-    x0 = x0 * 2 - 1 if p.data.centered else x0
+    x0 = to_model_range(torch.from_numpy(np.ascontiguousarray(x)), p.data.centered).to(device)
     folder = ctx.path("controllable")
     infos = {}
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "controllable",

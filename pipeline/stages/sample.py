@@ -33,6 +33,11 @@ def sample_shape(params, n: int) -> tuple[int, ...]:
     return (n, d.num_channels, d.image_size, d.image_size)
 
 
+def sampling_eps(params, s) -> float:
+    """The sampler's end time ε: the setting, else 1e-5 for VE and 1e-3 for VP / sub-VP (the reference's defaults)."""
+    return s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
+
+
 def draw(params, s, net, n: int, gens, device="cpu") -> tuple[torch.Tensor, int]:
     """One batch of samples in the model's data range, and the number of score evaluations."""
     from pipeline import sampling
@@ -42,14 +47,14 @@ def draw(params, s, net, n: int, gens, device="cpu") -> tuple[torch.Tensor, int]
     score_fn = get_score_fn(sde, net, continuous=params.training.continuous)
     shape = sample_shape(params, n)
     if s.method == "ode":
-        eps = s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
+        eps = sampling_eps(params, s)
         return sampling.ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=eps, method=s.ode_method,
                                    denoise=s.noise_removal, generator=gens, device=device)
     if s.method == "ald":
         x, nfe = sampling.ald_sample(sde, score_fn, shape, n_steps_each=s.n_steps_each, step_lr=s.step_lr,
                                      convention=s.step_convention, denoise=s.noise_removal, generator=gens)
         return (x * 2 - 1 if params.data.centered else x), nfe  # ALD starts from U[0,1]: its range is the data's
-    eps = s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
+    eps = sampling_eps(params, s)
     return sampling.pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
                               n_steps=s.n_steps_each, eps=eps, denoise=s.noise_removal, generator=gens,
                               probability_flow=s.probability_flow, order=s.order, num_steps=s.num_steps, device=device)
