@@ -42,6 +42,7 @@ repro: install dataset dag .dvc/config
 	$(BIN)/dvc init --no-scm -q 2>/dev/null || $(BIN)/dvc init -q
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x --timeout=900
 
 snakemake: install dataset

@@ -1,6 +1,8 @@
-"""Experiment parameters: the schema of `params/*.yaml`, validated before any work starts.
+"""Experiment parameters: the schema of `params/*.yaml` (pydantic), and `--set` override parsing.
 
 Group and key names follow score_sde_pytorch's `configs/` (data.*, model.*, training.*, sampling.*, eval.*, optim.*).
+Name lists come from `pipeline.names`, which the registries implement. The check that needs the model registry (a
+known model name that builds) is `pipeline.models.check_params`, run by the DAG generator and the train stage.
 """
 from __future__ import annotations
 
@@ -10,10 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeba", "digits", "gmm", "swiss_roll", "checkerboard")
-TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard")
-PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none")
-CORRECTORS = ("langevin", "ald", "none")
+from pipeline.names import ALD_CONVENTIONS, BPD_ESTIMATORS, CORRECTORS, DATASETS, PC_ORDERS, PREDICTORS, SDES, TOY_DATASETS
 
 
 class ParamsError(Exception):
@@ -81,7 +80,7 @@ class ModelConfig(_Block):
 
 
 class TrainingConfig(_Block):
-    sde: Literal["vesde", "vpsde", "subvpsde"] = "vpsde"
+    sde: Literal[SDES] = "vpsde"  # type: ignore[valid-type]
     continuous: bool = True
     reduce_mean: bool = True
     likelihood_weighting: bool = False
@@ -118,13 +117,13 @@ class SamplingConfig(_Block):
     noise_removal: bool = True
     probability_flow: bool = False
     num_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N; e.g. 2000 for "P2000"
-    order: Literal["reference", "paper"] = "reference"
+    order: Literal[PC_ORDERS] = "reference"  # type: ignore[valid-type]
     eps: Optional[float] = Field(None, gt=0, lt=1)  # None: 1e-5 for VE, 1e-3 for VP / sub-VP
     rtol: float = Field(1e-5, gt=0)
     atol: float = Field(1e-5, gt=0)
     ode_method: str = "RK45"
     step_lr: float = Field(2e-5, gt=0)  # ALD ε (NCSN v1)
-    step_convention: Literal["paper", "reference"] = "reference"
+    step_convention: Literal[ALD_CONVENTIONS] = "reference"  # type: ignore[valid-type]
 
 
 class EvalConfig(_Block):
@@ -134,7 +133,7 @@ class EvalConfig(_Block):
     enable_bpd: bool = True
     bpd_num_repeats: int = Field(1, ge=1)
     bpd_max_images: Optional[int] = Field(None, ge=1)
-    bpd_estimator: Literal["rademacher", "gaussian", "exact"] = "rademacher"
+    bpd_estimator: Literal[BPD_ESTIMATORS] = "rademacher"  # type: ignore[valid-type]
     bpd_rtol: float = Field(1e-5, gt=0)  # probability-flow ODE tolerances for bits/dim (paper: 1e-5)
     bpd_atol: float = Field(1e-5, gt=0)
     feature_net: Literal["classifier", "inception"] = "classifier"
@@ -182,22 +181,23 @@ class Params(_Block):
     # --- derived views --------------------------------------------------------------------------------------
     def sampler_settings(self) -> dict[str, SamplingConfig]:
         """The experiment's samplers: `sampling` under its method's name, then each `samplers.NAME` override."""
-        base = self.sampling.model_dump()
-        out = {default_sampler_name(self): self.sampling}
+        out = {self.sampling.method: self.sampling}
         for name, over in self.samplers.items():
-            out[name] = SamplingConfig(**{**base, **over})
+            out[name] = sampler_override(self.sampling, over)
         return out
 
 
-def default_sampler_name(p: Params) -> str:
-    return p.sampling.method
+def sampler_override(base: SamplingConfig, over: dict) -> SamplingConfig:
+    """`base` with the keys of one `samplers:` entry replaced: the one place sampler overrides are merged."""
+    return SamplingConfig(**{**base.model_dump(), **over})
 
 
 def _loc_to_key(loc: tuple) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
-def _set_dotted(d: dict, key: str, value: Any, path: str) -> None:
+def set_dotted(d: dict, key: str, value: Any, path: str) -> None:
+    """d[a][b][c] = value for key "a.b.c", creating groups on the way."""
     parts = key.split(".")
     cur = d
     for part in parts[:-1]:
@@ -219,12 +219,12 @@ def parse_override(text: str, path: str) -> tuple[str, Any]:
         raise ParamsError(path, key, f"--set value is not valid YAML: {e}".splitlines()[0]) from None
 
 
-def validate(raw: Any, path: str, experiment: str) -> Params:
-    """Validate a raw mapping; raise ParamsError naming the first bad key."""
+def validate_schema(raw: Any, path: str) -> Params:
+    """Validate a raw mapping against the schema; raise ParamsError naming the first bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(path, "", "expected a YAML mapping of groups (data, model, training, ...)")
     try:
-        params = Params(**raw)
+        return Params(**raw)
     except ValidationError as e:
         err = e.errors()[0]
         key = _loc_to_key(err["loc"])
@@ -234,9 +234,38 @@ def validate(raw: Any, path: str, experiment: str) -> Params:
         elif "input" in err and err["type"] not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         raise ParamsError(path, key, msg) from None
-    from pipeline import registry_checks  # late import: names of models, samplers, ...
 
-    registry_checks.check(params, path)
+
+def check_samplers(params: Params, path: str) -> None:
+    """Each `samplers.NAME` override merges into a valid setting that fits the experiment's SDE."""
+    settings = {"sampling": params.sampling}
+    for name, over in params.samplers.items():
+        if not isinstance(over, dict):
+            raise ParamsError(path, f"samplers.{name}", "expected a mapping of sampling.* overrides")
+        try:
+            settings[f"samplers.{name}"] = sampler_override(params.sampling, over)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ParamsError(path, f"samplers.{name}.{key}", msg) from None
+    if params.sampling.method in params.samplers:
+        raise ParamsError(path, f"samplers.{params.sampling.method}",
+                          "this name is taken by the default sampler (sampling.method)")
+    sde = params.training.sde
+    for where, s in settings.items():
+        if s.method == "ald" and sde != "vesde":
+            raise ParamsError(path, f"{where}.method", "annealed Langevin dynamics (ald) needs training.sde: vesde")
+        if s.method == "pc" and s.predictor == "none" and s.corrector == "none":
+            raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
+        if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
+            raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
+
+
+def validate(raw: Any, path: str) -> Params:
+    """The schema, then the sampler settings; raise ParamsError naming the first bad key."""
+    params = validate_schema(raw, path)
+    check_samplers(params, path)
     return params
 
 
@@ -255,5 +284,5 @@ def load_params(path: str | Path, overrides: list[str] | None = None) -> tuple[s
         raise ParamsError(shown, "", "expected a YAML mapping of groups (data, model, training, ...)")
     for text in overrides or []:
         key, value = parse_override(text, shown)
-        _set_dotted(raw, key, value, shown)
-    return path.stem, validate(raw, shown, path.stem)
+        set_dotted(raw, key, value, shown)
+    return path.stem, validate(raw, shown)

@@ -52,7 +52,7 @@ def pc_inpaint(sde: SDE, score_fn, x0: torch.Tensor, mask: torch.Tensor, predict
     """Fill the entries where mask == 0 given x0 where mask == 1. Returns (samples, NFE).
 
     Starts from x0·mask + prior·(1 - mask); after every predictor and corrector update the known entries are replaced
-    by a fresh forward-diffused copy of x0 (PAPERS.md §5). `mask` broadcasts against x0 (1 = known).
+    by a fresh forward-diffused copy of x0 (docs/papers.md §5). `mask` broadcasts against x0 (1 = known).
     """
     x0 = x0.float() if not x0.is_floating_point() else x0
     mask = mask.to(device=x0.device, dtype=x0.dtype).expand_as(x0)

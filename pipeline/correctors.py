@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline import rng
+from pipeline import names, rng
 from pipeline.sde import SDE, batch_view, langevin_alpha
 
 
@@ -71,9 +71,8 @@ CORRECTORS = {
     "ald": AnnealedLangevinCorrector,
     "none": NoneCorrector,
 }
+names.check_registry("corrector", CORRECTORS, names.CORRECTORS)
 
 
 def get_corrector(name: str) -> type[Corrector]:
-    if name not in CORRECTORS:
-        raise ValueError(f"unknown corrector {name!r}; expected one of {sorted(CORRECTORS)}")
-    return CORRECTORS[name]
+    return names.lookup("corrector", CORRECTORS, name)

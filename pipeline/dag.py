@@ -1,5 +1,8 @@
 """The one DAG behind both front ends: stages with their commands, deps, outs and tracked params.
 
+A stage's code dependencies are derived from the imports of the module that runs it (`pipeline.code_deps`), so an
+edit reruns exactly the stages whose code it touches.
+
 `dvc.yaml` is written from it (`python -m pipeline dag`) and the Snakefile builds its rules from it, so the two
 cannot drift; tests/test_dag.py parses both and compares.
 """
@@ -10,23 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.code_deps import stage_code
 from pipeline.config import Params, load_params
+from pipeline.models import check_params
+from pipeline.outputs import paths
 
 PY = "python -m pipeline"
-# Source files each stage kind runs: a code change reruns exactly the stages that execute it.
-CODE = {
-    "download": ["pipeline/data.py"],
-    "prepare": ["pipeline/data.py"],
-    "evaluator": ["pipeline/stages/evaluator.py", "pipeline/metrics"],
-    "train": ["pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/sde.py", "pipeline/rng.py"],
-    "sample": ["pipeline/stages/sample.py", "pipeline/sampling.py", "pipeline/predictors.py", "pipeline/correctors.py"],
-    "evaluate": ["pipeline/stages/evaluate.py", "pipeline/metrics"],
-    "likelihood": ["pipeline/stages/likelihood.py", "pipeline/likelihood.py"],
-    "controllable": ["pipeline/stages/controllable.py", "pipeline/controllable.py", "pipeline/sampling.py",
-                     "pipeline/predictors.py", "pipeline/correctors.py", "pipeline/stages/sample.py", "pipeline/train.py"],
-    "report": ["pipeline/report.py", "pipeline/published.py", "pipeline/figures.py", "pipeline/stages/report.py"],
-}
-SUITE_DIRS = ("params",)
 
 
 @dataclass
@@ -55,35 +47,6 @@ class Experiment:
     raw: dict  # the file as written (tracked keys must exist in it for DVC)
 
 
-# --- paths (relative to the root) -----------------------------------------------------------------------------
-def run_dir(suite: str, exp: str) -> str:
-    return f"runs/{suite}/{exp}"
-
-
-def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dict[str, str]:
-    r = run_dir(suite, exp)
-    p = {
-        "raw": f"data/raw/{dataset}",
-        "prepared": f"data/prepared/{dataset}",
-        "evaluator": f"data/evaluator/{dataset}",
-        "train": f"{r}/train",
-        "snapshots": f"{r}/snapshots",
-        "train_metrics": f"{r}/train_metrics.json",
-        "loss_curve": f"{r}/loss.csv",
-        "likelihood": f"{r}/likelihood.json",
-        "controllable": f"{r}/controllable",
-        "report": f"reports/{suite}",
-    }
-    if sampler:
-        p["samples"] = f"{r}/samples/{sampler}"
-        p["eval"] = f"{r}/eval/{sampler}.json"
-    return p
-
-
-def model_file(suite: str, exp: str) -> str:
-    return f"{paths(suite, exp, '')['train']}/model.pt"
-
-
 # --- discovery ------------------------------------------------------------------------------------------------
 def experiments(root: Path, suite: str) -> list[Experiment]:
     """Every params file under params/ whose `suite:` is `suite`, sorted by path."""
@@ -94,7 +57,9 @@ def experiments(root: Path, suite: str) -> list[Experiment]:
         if not isinstance(raw, dict) or raw.get("suite", "default") != suite:
             continue
         rel = f.relative_to(root).as_posix()
-        name, params = load_params(rel if Path(rel).exists() else f)
+        shown = rel if Path(rel).exists() else f
+        name, params = load_params(shown)
+        check_params(params, str(shown))
         found.append(Experiment(name, rel, params, raw))
     names = [e.name for e in found]
     dupes = {n for n in names if names.count(n) > 1}
@@ -133,7 +98,7 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
     cmd = lambda stage, extra="": f"{PY} {stage} --params {e.path}{extra}"  # noqa: E731
     out = [
         Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
-              deps=[base["prepared"], *CODE["train"]], outs=[base["train"]],
+              deps=[base["prepared"], *stage_code("train")], outs=[base["train"]],
               params={e.path: _present(e.raw, ["seed", "data", "model", "training", "optim"])},
               persist=[base["snapshots"]], metrics=[base["train_metrics"]], plots=[base["loss_curve"]]),
     ]
@@ -143,22 +108,22 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         sp = paths(suite, e.name, ds, sampler)
         variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
         out.append(Stage(f"sample-{e.name}-{sampler}", "sample", {"suite": suite, "exp": e.name, "sampler": sampler},
-                         cmd("sample", f" --sampler {sampler}"), deps=[base["train"], *CODE["sample"]],
+                         cmd("sample", f" --sampler {sampler}"), deps=[base["train"], *stage_code("sample")],
                          outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)}))
         out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
                          cmd("evaluate", f" --sampler {sampler}"),
-                         deps=[sp["samples"], base["evaluator"], *CODE["evaluate"]], outs=[],
+                         deps=[sp["samples"], base["evaluator"], *stage_code("evaluate")], outs=[],
                          params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]]))
     if p.eval.enable_bpd:
         out.append(Stage(f"likelihood-{e.name}", "likelihood", {"suite": suite, "exp": e.name}, cmd("likelihood"),
-                         deps=[base["train"], base["prepared"], *CODE["likelihood"]], outs=[],
+                         deps=[base["train"], base["prepared"], *stage_code("likelihood")], outs=[],
                          params={e.path: _present(e.raw, ["seed", "eval.bpd_num_repeats", "eval.bpd_max_images",
                                                           "eval.bpd_estimator", "eval.bpd_rtol", "eval.bpd_atol",
                                                           "eval.batch_size"])},
                          metrics=[base["likelihood"]]))
     if p.eval.controllable:
         out.append(Stage(f"controllable-{e.name}", "controllable", {"suite": suite, "exp": e.name}, cmd("controllable"),
-                         deps=[base["train"], base["prepared"], *CODE["controllable"]], outs=[base["controllable"]],
+                         deps=[base["train"], base["prepared"], *stage_code("controllable")], outs=[base["controllable"]],
                          params={e.path: _present(e.raw, ["seed", "sampling", "eval.controllable",
                                                           "eval.controllable_images", "eval.controllable_steps"])}))
     return out
@@ -169,11 +134,11 @@ def dataset_stages(dataset: str) -> list[Stage]:
     w = {"dataset": dataset}
     return [
         Stage(f"download-{dataset}", "download", w, f"{PY} download --dataset {dataset}",
-              deps=CODE["download"], outs=[p["raw"]]),
+              deps=list(stage_code("download")), outs=[p["raw"]]),
         Stage(f"prepare-{dataset}", "prepare", w, f"{PY} prepare --dataset {dataset}",
-              deps=[p["raw"], *CODE["prepare"]], outs=[p["prepared"]]),
+              deps=[p["raw"], *stage_code("prepare")], outs=[p["prepared"]]),
         Stage(f"evaluator-{dataset}", "evaluator", w, f"{PY} evaluator --dataset {dataset}",
-              deps=[p["prepared"], *CODE["evaluator"]], outs=[p["evaluator"]]),
+              deps=[p["prepared"], *stage_code("evaluator")], outs=[p["evaluator"]]),
     ]
 
 
@@ -189,7 +154,7 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
     metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics]
     controllable = [o for s in stages if s.kind == "controllable" for o in s.outs]
     stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
-                        deps=sorted(metric_files + controllable) + CODE["report"], outs=[],
+                        deps=sorted(metric_files + controllable) + list(stage_code("report")), outs=[],
                         uncached=[paths(suite, "", "")["report"]]))
     return stages
 

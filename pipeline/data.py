@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline import atomic
 from pipeline.errors import StageError
+from pipeline.names import DATASETS, TOY_DATASETS
 
 DEBIAN_FASHION_MNIST = Path(os.environ.get("PIPELINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 TOY_SIZES = {"train": 20000, "test": 5000}
@@ -69,7 +70,7 @@ def _verify_idx_gz(folder: Path, cls) -> None:
             raise StageError(f"{gz}: md5 mismatch (truncated or corrupt download); delete it and rerun the download stage")
 
 
-def _download_idx(root: Path, dataset: str, out: Path) -> None:
+def _download_idx(dataset: str, out: Path) -> None:
     """MNIST-style: the Debian files when present (Fashion-MNIST), else torchvision's own download."""
     from torchvision.datasets.utils import extract_archive
 
@@ -85,13 +86,14 @@ def _download_idx(root: Path, dataset: str, out: Path) -> None:
             cls(str(out), train=True, download=True)
         except Exception as e:  # noqa: BLE001 - any network failure becomes one actionable line
             hint = " (offline: `apt-get install -y dataset-fashion-mnist` provides the files)" if dataset == "fashion_mnist" else ""
-            raise StageError(f"{raw}: could not download {dataset}: {str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StageError(f"{raw}: could not download {dataset}: {reason}{hint}") from None
     _verify_idx_gz(raw, cls)
     for u, _ in cls.resources:
         extract_archive(str(raw / Path(u).name), str(raw))
 
 
-def _download_torchvision(root: Path, dataset: str, out: Path) -> None:
+def _download_torchvision(dataset: str, out: Path) -> None:
     cls = _torchvision_class(dataset)
     try:
         if dataset == "celeba":
@@ -131,15 +133,17 @@ def download(root: Path, dataset: str) -> Path:
     out = raw_dir(root, dataset)
     with atomic.atomic_dir(out) as tmp:
         if dataset in ("fashion_mnist", "mnist"):
-            _download_idx(root, dataset, tmp)
+            _download_idx(dataset, tmp)
         elif dataset in ("cifar10", "celeba"):
-            _download_torchvision(root, dataset, tmp)
+            _download_torchvision(dataset, tmp)
         elif dataset == "digits":
             _download_digits(tmp)
-        else:  # toys: "downloading" is generating from a fixed seed, so the raw data are versioned like the rest
+        elif dataset in TOY_DATASETS:  # "downloading" a toy generates it from a fixed seed: versioned like the rest
             rng = np.random.default_rng(0)
             arrays = {f"{split}": toy_points(dataset, n, rng) for split, n in TOY_SIZES.items()}
             atomic.save_npz(tmp / f"{dataset}.npz", **arrays)
+        else:
+            raise StageError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
     return out
 
 
@@ -190,7 +194,7 @@ def prepare(root: Path, dataset: str) -> Path:
     if not raw.exists():
         raise StageError(f"{raw}: raw data missing; run `python -m pipeline download --dataset {dataset}` first")
     with atomic.atomic_dir(out) as tmp:
-        manifest = {"dataset": dataset, "kind": "points" if dataset in ("gmm", "swiss_roll", "checkerboard") else "images", "splits": {}}
+        manifest = {"dataset": dataset, "kind": "points" if dataset in TOY_DATASETS else "images", "splits": {}}
         for split in ("train", "test"):
             if dataset == "digits":
                 x, y = _split_digits(raw, split)

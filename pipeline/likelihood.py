@@ -1,4 +1,4 @@
-"""Exact likelihoods through the probability-flow ODE (Score SDE, Sec. 4.3 and App. D.2) and bits/dim (PAPERS.md §4).
+"""Exact likelihoods through the probability-flow ODE (Score SDE, Sec. 4.3 and App. D.2) and bits/dim (docs/papers.md §4).
 
 log p_0(x) = log p_T(x_T) + ∫_0^T ∇·f̃(x_t, t) dt, with f̃ = f - 1/2 g^2 s the probability-flow drift, integrated
 from eps to T; the divergence is exact (small D) or a Hutchinson–Skilling estimate with one probe per integration.
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from pipeline import rng
+from pipeline import names, rng
 from pipeline.sde import SDE
 
-ESTIMATORS = ("rademacher", "gaussian", "exact")
+ESTIMATORS = names.BPD_ESTIMATORS
 
 
 def _divergence(drift_fn, x: torch.Tensor, t: torch.Tensor, estimator: str, probe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,13 +85,5 @@ def bpd_offset(centered: bool) -> float:
 
 
 def bits_per_dim(logp_nats: torch.Tensor, dims: int, offset: float) -> torch.Tensor:
-    """bpd = -log p / (D ln 2) + offset (PAPERS.md §4); `offset` from `bpd_offset`."""
+    """bpd = -log p / (D ln 2) + offset (docs/papers.md §4); `offset` from `bpd_offset`."""
     return -logp_nats / (dims * math.log(2.0)) + offset
-
-
-def dequantize(x: torch.Tensor, generator) -> torch.Tensor:
-    """Uniform dequantization (255 x + U[0,1)) / 256 of data in [0, 1] (x = k/255), or (k + U) / 256 for uint8."""
-    u = rng.rand(x.shape, generator, device=x.device, dtype=torch.float32 if x.dtype == torch.uint8 else x.dtype)
-    if x.dtype == torch.uint8:
-        return (x.to(u.dtype) + u) / 256.0
-    return (255.0 * x + u) / 256.0

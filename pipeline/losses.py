@@ -1,4 +1,4 @@
-"""Denoising score matching objectives (PAPERS.md §2) and the model-output → score conventions of the reference code.
+"""Denoising score matching objectives (docs/papers.md §2) and the model-output → score conventions of the reference code.
 
 Models are called `model(x, labels)`. What the labels are and how the output becomes a score depends on the SDE and on
 whether the model was trained on continuous times or on the N discrete noise levels (`get_score_fn`).
@@ -17,7 +17,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _reduce(per_element: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
-    """Per-sample reduction: mean over dimensions, or 1/2 · sum (PAPERS.md §2)."""
+    """Per-sample reduction: mean over dimensions, or 1/2 · sum (docs/papers.md §2)."""
     flat = per_element.reshape(per_element.shape[0], -1)
     return flat.mean(dim=1) if reduce_mean else 0.5 * flat.sum(dim=1)
 

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from pipeline import rng
+from pipeline import names, rng
 from pipeline.sde import SDE, VESDE, VPSDE, batch_view
 
 
@@ -102,9 +102,8 @@ PREDICTORS = {
     "ancestral_sampling": AncestralSamplingPredictor,
     "none": NonePredictor,
 }
+names.check_registry("predictor", PREDICTORS, names.PREDICTORS)
 
 
 def get_predictor(name: str) -> type[Predictor]:
-    if name not in PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; expected one of {sorted(PREDICTORS)}")
-    return PREDICTORS[name]
+    return names.lookup("predictor", PREDICTORS, name)

@@ -1,4 +1,4 @@
-"""Published CIFAR-10 numbers (PAPERS.md §7, the only source used here), keyed by the experiment names of
+"""Published CIFAR-10 numbers (docs/papers.md §7, the only source used here), keyed by the experiment names of
 params/cifar10/. The report compares an experiment with these numbers only when it ran on `DATASET`.
 
 Tuples are (mean, std); a missing std means the paper printed none.
@@ -55,7 +55,7 @@ TABLE1 = {
     ("none", "C2000"): {"VE": (20.43, .07), "VP": (19.06, .06)},
 }
 
-# Score SDE, Table 5 (PAPERS.md §3): the best signal-to-noise ratio r of the Langevin corrector for each Table 1 cell
+# Score SDE, Table 5 (docs/papers.md §3): the best signal-to-noise ratio r of the Langevin corrector for each Table 1 cell
 # that has one (PC1000 per predictor; C2000). The Table 1 sampler variants in params/cifar10/ use these.
 TABLE5_SNR = {
     ("ancestral_sampling", "PC1000"): {"VE": 0.17, "VP": 0.01},
@@ -65,7 +65,7 @@ TABLE5_SNR = {
 }
 
 # NCSN paper (Song & Ermon 2019), Table 1: unconditional CIFAR-10, Inception score ↑ and FID ↓. NCSNv2 (Song & Ermon
-# 2020) on CIFAR-10: FID 10.87, IS 8.40 — marked [?] in PAPERS.md §7 (the NCSNv2 paper itself was not checked);
+# 2020) on CIFAR-10: FID 10.87, IS 8.40 — marked [?] in docs/papers.md §7 (the NCSNv2 paper itself was not checked);
 # Score SDE Table 3 quotes the same numbers with IS ± .07.
 NCSN_TABLE1 = {
     "ncsn": {"model": "NCSN (Song & Ermon 2019)", "is": 8.87, "is_std": 0.12, "fid": 25.32},

@@ -9,7 +9,7 @@ Tables (each only where the suite has experiments for it):
 - every (experiment, sampler) with all metrics, and the controllable-generation examples.
 
 A comparison cell reads "ours; paper P; Δ D": ours is mean ± std over sampling seeds (bits/dim: ± standard error over
-test images), P the published number (PAPERS.md §7) and D = ours - P. The difference is given only when the
+test images), P the published number (docs/papers.md §7) and D = ours - P. The difference is given only when the
 experiment ran on the paper's dataset and the metric is the paper's (Inception FID / IS); otherwise the cell says why.
 Stages without results say "not run", never a blank or a zero.
 """
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import dag, published
+from pipeline import dag, outputs, published
 
 NOT_RUN = "not run"
 NO_PAPER = "—"
@@ -40,10 +40,10 @@ def collect_experiments(root: Path, suite: str) -> list[dict]:
     out = []
     for e in dag.experiments(root, suite):
         ds = e.params.data.dataset
-        base = dag.paths(suite, e.name, ds)
+        base = outputs.paths(suite, e.name, ds)
         samplers = {}
         for sampler, s in e.params.sampler_settings().items():
-            sp = dag.paths(suite, e.name, ds, sampler)
+            sp = outputs.paths(suite, e.name, ds, sampler)
             samplers[sampler] = {"settings": s, "eval": _load(root / sp["eval"]), "samples": sp["samples"]}
         ctrl_dir = root / base["controllable"]
         out.append({"experiment": e.name, "dataset": ds, "params": e.params, "sde": e.params.training.sde,

@@ -1,11 +1,15 @@
 """Random draws from explicit generators: one `torch.Generator`, or a list with one generator per batch row.
 
 With a list, row i is drawn from generator i alone, so a sample never depends on the batch size or on which other
-samples share its batch (ARCHITECTURE.md, "Determinism by seed"). Draws are made on the generator's device and then
-moved to `device`, so a CPU generator gives the same numbers whatever device the sampler runs on.
+samples share its batch (docs/architecture.md, "Determinism by seed"). Draws are made on the generator's device and
+then moved to `device`, so a CPU generator gives the same numbers whatever device the sampler runs on.
+
+The project's one seeding scheme: `seed_for(experiment seed, stage, index, ...)` hashes its parts, so a draw depends
+only on what it is for, never on the batch size, the process count or the order of other draws.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -13,9 +17,17 @@ import torch
 RowGenerators = Union[torch.Generator, Sequence[torch.Generator]]
 
 
-def per_row_generators(seed: int, first_row: int, count: int) -> list[torch.Generator]:
-    """Generators for rows `first_row .. first_row+count-1` of a run seeded with `seed` (row i gets seed+i)."""
-    return [torch.Generator().manual_seed(int(seed) + first_row + i) for i in range(count)]
+def seed_for(*parts) -> int:
+    """A 63-bit seed from (experiment seed, stage, index, ...): sha256 of the parts joined by '/'."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts, device="cpu") -> torch.Generator:
+    """A generator on `device` seeded with `seed_for(*parts)`."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed_for(*parts))
+    return g
 
 
 def _check(generator: Optional[RowGenerators], shape: Sequence[int]) -> None:

@@ -19,17 +19,19 @@ import torch
 from scipy import integrate
 from tqdm.auto import tqdm
 
-from pipeline import rng
-from pipeline.correctors import CORRECTORS, Corrector, get_corrector  # noqa: F401  (re-exported registry)
-from pipeline.predictors import PREDICTORS, Predictor, ReverseDiffusionPredictor, get_predictor  # noqa: F401
+from pipeline import names, rng
+from pipeline.correctors import get_corrector
+from pipeline.experiment import make_sde, sample_shape, score_function
+from pipeline.predictors import ReverseDiffusionPredictor, get_predictor
 from pipeline.sde import SDE, VESDE
 
-PC_ORDERS = ("reference", "paper")
-# NCSN v1 step rules, with α_i = ε σ_i^2 / σ_L^2 (PAPERS.md §3). Stages record the name and this text.
+PC_ORDERS = names.PC_ORDERS
+# NCSN v1 step rules, with α_i = ε σ_i^2 / σ_L^2 (docs/papers.md §3). Stages record the name and this text.
 ALD_CONVENTIONS = {
     "paper": "x <- x + (a_i/2) s + sqrt(a_i) z, a_i = eps * sigma_i^2 / sigma_L^2 (NCSN paper, Alg. 1)",
     "reference": "x <- x + a_i s + sqrt(2 a_i) z, a_i = eps * sigma_i^2 / sigma_L^2 (ermongroup/ncsn code)",
 }
+names.check_registry("ALD convention", ALD_CONVENTIONS, names.ALD_CONVENTIONS)
 Projection = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -44,16 +46,8 @@ class CountingScore:
         return self.score_fn(x, t)
 
 
-def _resolve(registry: dict, name_or_cls, kind: str):
-    if isinstance(name_or_cls, str):
-        if name_or_cls not in registry:
-            raise ValueError(f"unknown {kind} {name_or_cls!r}; expected one of {sorted(registry)}")
-        return registry[name_or_cls]
-    return name_or_cls
-
-
 @torch.no_grad()
-def pc_sample(sde: SDE, score_fn, shape: Sequence[int], predictor="euler_maruyama", corrector="none",
+def pc_sample(sde: SDE, score_fn, shape: Sequence[int], predictor: str = "euler_maruyama", corrector: str = "none",
               snr: float = 0.16, n_steps: int = 1, eps: float = 1e-3, denoise: bool = True, generator=None,
               order: str = "reference", num_steps: Optional[int] = None, device="cpu", progress: bool = False,
               probability_flow: bool = False, x_init: Optional[torch.Tensor] = None,
@@ -75,8 +69,8 @@ def pc_sample(sde: SDE, score_fn, shape: Sequence[int], predictor="euler_maruyam
     M = int(num_steps or sde.N)
     sampling_sde = sde if M == sde.N else sde.with_num_scales(M)
     counted = CountingScore(score_fn)
-    P = _resolve(PREDICTORS, predictor, "predictor")(sampling_sde, counted, probability_flow)
-    C = _resolve(CORRECTORS, corrector, "corrector")(sampling_sde, counted, snr, n_steps)
+    P = get_predictor(predictor)(sampling_sde, counted, probability_flow)
+    C = get_corrector(corrector)(sampling_sde, counted, snr, n_steps)
     use_p = getattr(P, "uses_score", True)
     use_c = getattr(C, "uses_score", True)
     if x_init is None:
@@ -175,3 +169,29 @@ def ald_sample(sde: VESDE, score_fn, shape: Sequence[int], n_steps_each: int = 1
         x = x + sigma_L ** 2 * score_fn(x, vec_t)
         nfe += 1
     return x, nfe
+
+
+# --- sampling an experiment: its SDE, its network and one sampler setting ------------------------------------------
+def sampling_eps(params, s) -> float:
+    """The sampler's end time ε: the setting, else 1e-5 for VE and 1e-3 for VP / sub-VP (docs/papers.md §3)."""
+    return s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
+
+
+def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor, int]:
+    """n samples of the experiment `params` with sampler setting `s` (a SamplingConfig), in the model's data range,
+    and the number of score evaluations. `generator`: one per sample (rows independent of the batch)."""
+    sde = make_sde(params)
+    score_fn = score_function(params, sde, net)
+    shape = sample_shape(params, n)
+    if s.method == "ode":
+        return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=sampling_eps(params, s),
+                          method=s.ode_method, denoise=s.noise_removal, generator=generator, device=device)
+    if s.method == "ald":
+        x, nfe = ald_sample(sde, score_fn, shape, n_steps_each=s.n_steps_each, step_lr=s.step_lr,
+                            convention=s.step_convention, denoise=s.noise_removal, generator=generator,
+                            device=device)
+        return (x * 2 - 1 if params.data.centered else x), nfe  # ALD starts from U[0,1]: its range is the data's
+    return pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                     n_steps=s.n_steps_each, eps=sampling_eps(params, s), denoise=s.noise_removal,
+                     generator=generator, probability_flow=s.probability_flow, order=s.order,
+                     num_steps=s.num_steps, device=device)

@@ -1,6 +1,6 @@
 """Forward SDEs of Score SDE (Song et al. 2021, Sec. 3.4 and App. B): VE, VP and sub-VP, with their discretizations.
 
-Notation follows PAPERS.md §1: t in [0, T], T = 1; x_t = m(t) x_0 + std(t) z is the perturbation kernel.
+Notation follows docs/papers.md §1: t in [0, T], T = 1; x_t = m(t) x_0 + std(t) z is the perturbation kernel.
 Time-dependent quantities take `t` of shape (batch,) and broadcast over the other dimensions of `x`, whatever they are.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pipeline import rng
+from pipeline import names, rng
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -217,7 +217,7 @@ class subVPSDE(SDE):
     """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 34), discretized by
     Euler–Maruyama.
 
-    It carries the VP table of β_i / α_i = 1 - β_i only for the Langevin corrector's α factor (PAPERS.md §3).
+    It carries the VP table of β_i / α_i = 1 - β_i only for the Langevin corrector's α factor (docs/papers.md §3).
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
@@ -250,7 +250,7 @@ class subVPSDE(SDE):
         return subVPSDE(self.beta_0, self.beta_1, N)
 
 
-SDE_NAMES = ("vesde", "vpsde", "subvpsde")
+SDE_NAMES = names.SDES
 
 
 def get_sde(name: str, sigma_min: float = 0.01, sigma_max: float = 50.0, beta_min: float = 0.1,
@@ -266,20 +266,11 @@ def get_sde(name: str, sigma_min: float = 0.01, sigma_max: float = 50.0, beta_mi
 
 
 def langevin_alpha(sde: SDE, t: torch.Tensor) -> torch.Tensor:
-    """α of the Langevin step rule (PAPERS.md §3): 1 for VE, α_i = 1 - β_i at the nearest level for VP / sub-VP."""
+    """α of the Langevin step rule (docs/papers.md §3): 1 for VE, α_i = 1 - β_i at the nearest level for VP / sub-VP."""
     if isinstance(sde, VESDE) or not hasattr(sde, "alphas"):
         return torch.ones_like(t)
     sde.check_discrete_betas()
     return sde.alphas.to(device=t.device)[sde.level_index(t)].to(t.dtype)
 
 
-def describe(sde: SDE) -> str:
-    """One-line human-readable description, for logs."""
-    if isinstance(sde, VESDE):
-        return f"VESDE(sigma_min={sde.sigma_min}, sigma_max={sde.sigma_max}, N={sde.N})"
-    kind = "VPSDE" if isinstance(sde, VPSDE) else type(sde).__name__
-    return f"{kind}(beta_min={sde.beta_0}, beta_max={sde.beta_1}, N={sde.N})"
-
-
-__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "get_sde", "SDE_NAMES", "batch_view", "langevin_alpha",
-           "describe"]
+__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "get_sde", "SDE_NAMES", "batch_view", "langevin_alpha"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import time
@@ -18,23 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pipeline.progress import bar as tqdm
 
-from pipeline import atomic
+from pipeline import atomic, losses, models
 from pipeline.ema import EMA
 from pipeline.errors import StageError
-from pipeline.stages.common import generator, seed_for
+from pipeline.experiment import make_sde
+from pipeline.progress import bar as tqdm
+from pipeline.rng import generator, seed_for
+from pipeline.scaling import to_model_range
 
 
 class TrainingDiverged(StageError):
     pass
-
-
-def _fault(kind: str, step: int) -> bool:
-    """Fault injection for the no-lost-work tests: PIPELINE_FAULT="kill@12" (SIGKILL after step 12),
-    "snapkill@10" (SIGKILL while snapshot 10 is half-written), "nan@5" (a NaN loss at step 5)."""
-    spec = os.environ.get("PIPELINE_FAULT", "")
-    return bool(spec) and spec == f"{kind}@{step}"
 
 
 @dataclass
@@ -46,13 +40,6 @@ class TrainResult:
     seconds: float = 0.0
     images_per_s: float = 0.0
     resumed_from: int = 0
-
-
-def to_model_range(x_uint8: torch.Tensor, centered: bool, dequantize_noise: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 -> [0, 1] (optionally uniformly dequantized: (255x + u) / 256), then [-1, 1] if `centered`."""
-    x = x_uint8.float()
-    x = (x + dequantize_noise) / 256.0 if dequantize_noise is not None else x / 255.0
-    return x * 2.0 - 1.0 if centered else x
 
 
 def batch_indices(n_data: int, batch: int, step: int, seed: int) -> np.ndarray:
@@ -75,10 +62,7 @@ def make_batch(params, data: torch.Tensor, idx: np.ndarray, step: int) -> torch.
     if x.dtype != torch.uint8:  # 2-D toys: float points, used as they are
         return x.float()
     gens = [generator(params.seed, "augment", step, int(i)) for i in idx]
-    noise = None
-    if d.uniform_dequantization:
-        noise = torch.stack([torch.rand(x.shape[1:], generator=g) for g in gens])
-    x = to_model_range(x, d.centered, noise)
+    x = to_model_range(x, d.centered, dequantize_with=gens if d.uniform_dequantization else None)
     if d.random_flip:
         flip = torch.tensor([bool(torch.rand((), generator=g) < 0.5) for g in gens])
         x[flip] = x[flip].flip(-1)
@@ -120,7 +104,7 @@ def valid_snapshots(folder: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=()) -> None:
+def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=(), on_write=None) -> None:
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
@@ -128,8 +112,8 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
     final = folder / f"step_{step:09d}"
     with atomic.atomic_dir(final) as tmp:
         accelerator.save_state(str(tmp), safe_serialization=False)
-        if _fault("snapkill", step):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if on_write is not None:
+            on_write(step, tmp)
         torch.save({"step": step, "ema": ema.state_dict() if ema else None, "losses": torch.tensor(list(losses), dtype=torch.float64)},
                    tmp / "pipeline_state.pt")
         (tmp / "checksums.json").write_text(json.dumps(_checksums(tmp), indent=1))
@@ -140,12 +124,15 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
 
 # --- the loop -----------------------------------------------------------------------------------------------------
 def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, tracker=None,
-          accelerator=None, progress: bool = True, on_snapshot=None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
-    """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible."""
-    from accelerate import Accelerator
+          accelerator=None, progress: bool = True, on_snapshot=None, on_step=None,
+          on_snapshot_write=None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
+    """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible.
 
-    from pipeline import losses, models
-    from pipeline.sde import get_sde
+    Callbacks: on_snapshot(step, model, ema) after each snapshot (MLflow sample grids); on_step(step, loss) after each
+    optimizer step, whose non-None return replaces the loss, and on_snapshot_write(step, folder) while a snapshot is
+    half-written (the no-lost-work tests inject SIGKILL and NaN losses through these two).
+    """
+    from accelerate import Accelerator
 
     t_cfg, o_cfg, m_cfg = params.training, params.optim, params.model
     if accelerator is None:
@@ -161,8 +148,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
     optimizer = opt_cls(net.parameters(), lr=o_cfg.lr, betas=(o_cfg.beta1, 0.999), eps=o_cfg.eps, weight_decay=o_cfg.weight_decay)
     ema = EMA(net, m_cfg.ema_rate) if t_cfg.use_ema else None
     net, optimizer = accelerator.prepare(net, optimizer)
-    sde = get_sde(t_cfg.sde, sigma_min=m_cfg.sigma_min, sigma_max=m_cfg.sigma_max, beta_min=m_cfg.beta_min,
-                  beta_max=m_cfg.beta_max, N=m_cfg.num_scales)
+    sde = make_sde(params)
     loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,
                                  likelihood_weighting=t_cfg.likelihood_weighting)
 
@@ -216,8 +202,9 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
             if ema is not None:
                 ema.update(accelerator.unwrap_model(net))
             mean_loss = accelerator.reduce(total, reduction="mean").item()
-            if _fault("nan", step + 1):
-                mean_loss = float("nan")
+            if on_step is not None:
+                replaced = on_step(step + 1, mean_loss)
+                mean_loss = mean_loss if replaced is None else replaced
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(f"{snapshot_dir}: training.n_iters: loss became {mean_loss} at step {step + 1}; "
                                        "the last good snapshot is kept (lower optim.lr or check the data)")
@@ -237,10 +224,9 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 tracker.log_metrics({"ema_eval_loss": evaluation_loss(params, unwrapped, ema, eval_data, loss_fn,
                                                                       accelerator.device, n=64)}, step=step + 1)
                 net.train()
-            if _fault("kill", step + 1):
-                os.kill(os.getpid(), signal.SIGKILL)
             if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
-                save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses)
+                save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses,
+                              on_write=on_snapshot_write)
                 if on_snapshot is not None and accelerator.is_main_process and not stop["sig"]:
                     on_snapshot(step + 1, accelerator.unwrap_model(net), ema)
             if stop["sig"]:
@@ -251,7 +237,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
         bar.close()
     result.seconds = time.perf_counter() - t0
     result.images_per_s = done_images / max(result.seconds, 1e-9)
-    result.final_loss = float(np.mean([l for _, l in result.losses[-max(1, t_cfg.log_freq):]])) if result.losses else float("nan")
+    result.final_loss = float(np.mean([v for _, v in result.losses[-max(1, t_cfg.log_freq):]])) if result.losses else float("nan")
     model = accelerator.unwrap_model(net)
     result.ema_eval_loss = evaluation_loss(params, model, ema, eval_data, loss_fn, accelerator.device)
     return model, ema, result

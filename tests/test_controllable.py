@@ -2,13 +2,11 @@
 laws; class-conditional sampling with the exact noise-conditional classifier draws the requested component."""
 import math
 
-import pytest
 import torch
 
 from pipeline.controllable import COLOR_DECOUPLING, conditional_score_fn, couple, decouple, pc_colorize, pc_inpaint
 from pipeline.mixtures import GaussianMixture, gaussian_conditional
 from pipeline.sde import VESDE, VPSDE
-
 
 
 def _correlated_gaussian(d, seed):
@@ -92,7 +90,7 @@ def test_class_conditional_sampling_with_the_exact_classifier():
 
 
 def test_known_entries_follow_the_forward_marginal():
-    """After each update the known entries are a fresh draw m(t) x0 + std(t) z (PAPERS.md §5): stopped at t = 0.5
+    """After each update the known entries are a fresh draw m(t) x0 + std(t) z (docs/papers.md §5): stopped at t = 0.5
     without denoising they have that mean and std (4 s.e.); the denoised output keeps exactly m(t) x0."""
     sde, n = VPSDE(0.1, 20.0, 100), 20000
     data = GaussianMixture([1.0], [[0.0, 0.0]], [1.0])

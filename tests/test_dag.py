@@ -3,9 +3,9 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT
 from e2e_util import copy_repo, run
+
 from pipeline import dag
 
 

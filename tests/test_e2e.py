@@ -7,7 +7,6 @@ import sqlite3
 import time
 
 import pytest
-
 from e2e_util import copy_repo, run
 from test_dag import snakemake_jobs
 
@@ -161,3 +160,35 @@ def test_model_change_reruns_train_and_downstream(repo):
     assert dvc_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
     assert snakemake_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
     edit(repo, "hidden: 128", "hidden: 256")
+
+
+def edit_code(repo, rel: str, line: str) -> str:
+    """Append `line` to a source file of the copy (a code change DVC must notice); returns the old text."""
+    f = repo / rel
+    old = f.read_text()
+    f.write_text(old + line)
+    return old
+
+
+@pytest.mark.timeout(600)
+def test_sampler_code_change_reruns_sampling_not_training(repo):
+    """pipeline/correctors.py is imported by every sampler (and the controllable stage), never by train or
+    likelihood: DVC and Snakemake rerun exactly the stages that run it, and what consumes their outputs."""
+    old = edit_code(repo, "pipeline/correctors.py", "# a code change\n")
+    want = {"sample-smoke-pc", "sample-smoke-ode", "evaluate-smoke-pc", "evaluate-smoke-ode", "controllable-smoke",
+            "report-smoke"}
+    try:
+        assert dvc_would_run(repo) == want
+        assert snakemake_would_run(repo) == want  # Snakemake: the edited input is newer than those outputs
+    finally:
+        (repo / "pipeline/correctors.py").write_text(old)
+    assert dvc_would_run(repo) == set()
+
+
+@pytest.mark.timeout(600)
+def test_sde_code_change_reruns_train_onwards(repo):
+    old = edit_code(repo, "pipeline/sde.py", "# a code change\n")
+    try:
+        assert dvc_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
+    finally:
+        (repo / "pipeline/sde.py").write_text(old)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from pipeline import atomic, data, dag
-from pipeline.cli import main
 from test_inception import InceptionStandIn
+
+from pipeline import atomic, data, outputs
+from pipeline.cli import main
 
 PARAMS = {"suite": "unit", "seed": 0, "data": {"dataset": "digits", "image_size": 8, "num_channels": 1},
           "model": {"name": "mlp"}, "eval": {"num_samples": 297, "num_seeds": 2, "batch_size": 100}}
@@ -28,7 +28,7 @@ def root(tmp_path_factory):
 
 def _samples(root, name: str, images: np.ndarray):
     """Write `images` as the two seeds of sampler `name` (as the sample stage would)."""
-    folder = root / dag.paths("unit", "unit", "digits", name)["samples"]
+    folder = root / outputs.paths("unit", "unit", "digits", name)["samples"]
     folder.mkdir(parents=True, exist_ok=True)
     atomic.save_npz(folder / "samples.npz", images=np.stack([images, images[::-1].copy()]), nfe=np.array([1.0, 1.0]))
 
@@ -44,7 +44,7 @@ def _params(tmp_path, **eval_over):
 
 def _evaluate(root, f, sampler):
     assert main(["evaluate", "--params", str(f), "--sampler", sampler, "--root", str(root)]) == 0
-    return json.loads((root / dag.paths("unit", "unit", "digits", sampler)["eval"]).read_text())
+    return json.loads((root / outputs.paths("unit", "unit", "digits", sampler)["eval"]).read_text())
 
 
 def test_classifier_metrics_and_fd_sanity(root, tmp_path):
@@ -64,8 +64,8 @@ def test_classifier_metrics_and_fd_sanity(root, tmp_path):
 
 
 def test_halves_of_the_training_set_are_close(root):
+    from pipeline.metrics.classifier import evaluator_features as features_of
     from pipeline.metrics.distances import frechet_distance
-    from pipeline.stages.evaluator import features_of
 
     x, _ = data.load_split(root, "digits", "train")
     feats, _ = features_of(root / "data/evaluator/digits", x)

@@ -40,7 +40,7 @@ def unpack(name: str, tmp_path: Path) -> tuple[Path, dict, object]:
     path = tmp_path / f"{name}.pth"
     path.write_bytes(lzma.decompress((FIXTURES / f"{name}.pth.xz").read_bytes()))
     record = torch.load(FIXTURES / f"{name}_io.pt", weights_only=True)
-    return path, record, validate(record["params"], f"{name}_io.pt", name)
+    return path, record, validate(record["params"], f"{name}_io.pt")
 
 
 def run(net, x, labels):
@@ -129,7 +129,7 @@ def test_reference_checkpoint_inconsistencies(tmp_path):
     short = dict(ckpt, ema=dict(ckpt["ema"], shadow_params=ckpt["ema"]["shadow_params"][:-1]))
     with pytest.raises(CheckpointMismatch, match="shadow parameters"):
         C.convert_score_sde(short, net)
-    wrong_sigmas = models.build(validate({**record["params"], "model": {**record["params"]["model"], "sigma_max": 10.0}}, "x", "x"))
+    wrong_sigmas = models.build(validate({**record["params"], "model": {**record["params"]["model"], "sigma_max": 10.0}}, "x"))
     with pytest.raises(CheckpointMismatch, match="sigma_max"):
         C.convert_score_sde(ckpt, wrong_sigmas)
     with pytest.raises(CheckpointError, match="score_sde_pytorch"):

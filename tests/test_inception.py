@@ -107,7 +107,8 @@ def test_logits_are_the_networks_output_layer(weights_dir, images):
         probs_no_bias = model(x299, return_features=False, no_output_bias=True).numpy()
     _, logits = inception_features(images, model=model, mode="legacy_tensorflow")
     _, logits_no_bias = inception_features(images, model=model, mode="legacy_tensorflow", output_bias=False)
-    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+    def softmax(z):
+        return np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
     np.testing.assert_allclose(softmax(logits), probs, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(softmax(logits_no_bias), probs_no_bias, rtol=1e-4, atol=1e-7)
     assert np.abs(softmax(logits) - softmax(logits_no_bias)).max() > 1e-3

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from pipeline import rng
-from pipeline.likelihood import bits_per_dim, bpd_offset, dequantize, log_likelihood
+from pipeline.likelihood import bits_per_dim, bpd_offset, log_likelihood
 from pipeline.mixtures import GaussianMixture
 from pipeline.sampling import ode_sample
+from pipeline.scaling import dequantize
 from pipeline.sde import VESDE, VPSDE, subVPSDE
-
-
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 SDES = {"vesde": VESDE(0.01, 50.0, 1000), "vpsde": VPSDE(0.1, 20.0, 1000), "subvpsde": subVPSDE(0.1, 20.0, 1000)}

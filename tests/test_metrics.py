@@ -71,7 +71,8 @@ def test_frechet_same_distribution_small_shifted_large():
     rng = np.random.default_rng(3)
     d, n = 8, 4000
     cov_root = np.linalg.cholesky(_spd(rng, d))
-    sample = lambda: rng.normal(size=(n, d)) @ cov_root.T
+    def sample():
+        return rng.normal(size=(n, d)) @ cov_root.T
     same = frechet_distance(sample(), sample())
     shifted = frechet_distance(sample(), sample() + 1.0)
     # Shift by 1 in each of d dims: FD = ||Δμ||² = d exactly for the populations; sampling error ~ 1%.
@@ -86,7 +87,8 @@ def test_frechet_same_distribution_small_shifted_large():
 def _mmd2_unbiased_cubic(x: np.ndarray, y: np.ndarray) -> float:
     """Hand-written loops: 1/(m(m-1)) Σ_{i≠j} [k(x_i,x_j) + k(y_i,y_j)] - 2/m² Σ_{i,j} k(x_i,y_j)."""
     m, d = x.shape
-    k = lambda u, v: (float(u @ v) / d + 1.0) ** 3
+    def k(u, v):
+        return (float(u @ v) / d + 1.0) ** 3
     within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
     cross = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
     return within / (m * (m - 1)) - 2.0 * cross / m**2

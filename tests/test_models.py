@@ -22,7 +22,7 @@ DDPMPP = dict(NCSNPP_CONT, fir=False, progressive_input="none", embedding_type="
 NCSN = dict(name="ncsn", nf=128, num_scales=10, sigma_max=1.0, normalization="InstanceNorm++", nonlinearity="elu")
 CIFAR = dict(image_size=32, num_channels=3)
 
-# PAPERS.md §6: counts of the reference implementations (score_sde_pytorch, ermongroup/ncsn, ermongroup/ncsnv2)
+# docs/papers.md §6: counts of the reference implementations (score_sde_pytorch, ermongroup/ncsn, ermongroup/ncsnv2)
 REFERENCE_COUNTS = {
     "ncsn": (NCSN, CIFAR, True, 30_117_635),
     "ncsn_mnist": (dict(NCSN, nf=64), dict(image_size=28, num_channels=1), True, 7_638_657),

@@ -5,11 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import ROOT
 from e2e_util import copy_repo, run
-from pipeline import dag
 from test_dag import snakemake_jobs
+
+from pipeline import dag
 
 GPU_RULES = {"train", "sample", "evaluate", "likelihood", "controllable"}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from pipeline import published, report
 from pipeline.cli import main
 from pipeline.config import load_params

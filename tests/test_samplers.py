@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from pipeline import rng
+from pipeline.correctors import CORRECTORS
 from pipeline.mixtures import GaussianMixture
-from pipeline.sampling import ALD_CONVENTIONS, CORRECTORS, PREDICTORS, ald_sample, ode_sample, pc_sample
+from pipeline.predictors import PREDICTORS
+from pipeline.sampling import ALD_CONVENTIONS, ald_sample, ode_sample, pc_sample
 from pipeline.sde import VESDE, VPSDE, subVPSDE
-
-
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 _MU = torch.rand(784, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.5
@@ -203,12 +203,12 @@ def test_p2000_interpolates_noise_scales_for_a_discrete_model():
 def test_per_row_generators_make_rows_independent_of_batch_size():
     sde = VPSDE(0.1, 20.0, 50)
     for pred, corr in (("reverse_diffusion", "none"), ("euler_maruyama", "ald"), ("ancestral_sampling", "none")):
-        a, _ = pc_sample(sde, MIX.score_fn(sde), (4, 2), pred, corr, generator=rng.per_row_generators(11, 0, 4))
-        b, _ = pc_sample(sde, MIX.score_fn(sde), (8, 2), pred, corr, generator=rng.per_row_generators(11, 0, 8))
+        a, _ = pc_sample(sde, MIX.score_fn(sde), (4, 2), pred, corr, generator=[rng.generator(11, i) for i in range(4)])
+        b, _ = pc_sample(sde, MIX.score_fn(sde), (8, 2), pred, corr, generator=[rng.generator(11, i) for i in range(8)])
         assert torch.equal(a, b[:4]), (pred, corr)
     ve = VESDE(0.01, 1.0, 5)
-    a, _ = ald_sample(ve, MIX.score_fn(ve), (4, 2), n_steps_each=5, generator=rng.per_row_generators(3, 0, 4))
-    b, _ = ald_sample(ve, MIX.score_fn(ve), (8, 2), n_steps_each=5, generator=rng.per_row_generators(3, 0, 8))
+    a, _ = ald_sample(ve, MIX.score_fn(ve), (4, 2), n_steps_each=5, generator=[rng.generator(3, i) for i in range(4)])
+    b, _ = ald_sample(ve, MIX.score_fn(ve), (8, 2), n_steps_each=5, generator=[rng.generator(3, i) for i in range(8)])
     assert torch.equal(a, b[:4])
 
 
@@ -280,7 +280,7 @@ def _draw_like(generator_seed, shape, dtype=torch.float64):
 
 @pytest.mark.parametrize("name", list(SDES))
 def test_predictor_updates_follow_the_papers_equations(name):
-    """One step of each predictor against PAPERS.md §1/§3 written out by hand, with the same noise draw."""
+    """One step of each predictor against docs/papers.md §1/§3 written out by hand, with the same noise draw."""
     N, t0 = 40, 0.37  # level i = round(0.37 * 39) = 14
     sde = SDES[name][0](N)
     i = round(t0 * (N - 1))

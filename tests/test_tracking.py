@@ -10,8 +10,8 @@ import sys
 import time
 
 import yaml
-
 from conftest import ROOT, venv_env
+
 from pipeline import tracking
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import venv_env
 
-from conftest import ROOT, venv_env
 from pipeline import data
 
 PARAMS = {
@@ -46,9 +46,13 @@ def _setup(tmp_path, digits_root, **training) -> tuple[Path, Path]:
 
 
 def _train(root, f, fault: str | None = None, launcher: list[str] | None = None, check=True, store=None):
-    env = venv_env({"PIPELINE_FAULT": fault or "", "OMP_NUM_THREADS": "1",
+    env = venv_env({"OMP_NUM_THREADS": "1",
                     **({"MLFLOW_TRACKING_URI": f"sqlite:///{store}"} if store else {"PIPELINE_TRACKING": "off"})})
-    cmd = (launcher or [sys.executable]) + ["-m", "pipeline", "train", "--params", str(f), "--root", str(root), "--no-progress"]
+    stage_args = ["--params", str(f), "--root", str(root), "--no-progress"]
+    if fault:  # the loop's on_step / on_snapshot_write hooks, installed by tests/fault_train.py
+        cmd = [sys.executable, str(Path(__file__).with_name("fault_train.py")), fault, "--", *stage_args]
+    else:
+        cmd = (launcher or [sys.executable]) + ["-m", "pipeline", "train", *stage_args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]

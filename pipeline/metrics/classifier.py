@@ -5,6 +5,8 @@ Metrics from it are reported under their own names (e.g. "FD (dataset classifier
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -157,3 +159,22 @@ def classifier_accuracy(model: DatasetClassifier, images_uint8: np.ndarray | tor
     """Fraction of images whose argmax logit equals the label."""
     _, logits = classifier_features(model, images_uint8, batch_size)
     return float(np.mean(logits.argmax(axis=1) == np.asarray(labels)))
+
+
+# --- the evaluator stage's saved classifier ----------------------------------------------------------------------
+EVALUATOR_FILE = "classifier.pt"
+
+
+def save_evaluator(folder, config: dict, net: nn.Module) -> None:
+    """Save a trained classifier with the `make_classifier` config that rebuilds it."""
+    torch.save({"config": config, "weights": net.state_dict()}, Path(folder) / EVALUATOR_FILE)
+
+
+def evaluator_features(folder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(features, logits) of images or 2-D points under the dataset's evaluator saved in `folder`."""
+    if images.dtype != np.uint8:  # 2-D toys: the points are their own features
+        return images.astype(np.float64).reshape(len(images), -1), None
+    state = torch.load(Path(folder) / EVALUATOR_FILE, map_location="cpu", weights_only=True)
+    net = make_classifier(**state["config"])
+    net.load_state_dict(state["weights"])
+    return classifier_features(net.eval(), images, batch_size=256)

@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import linalg
 from cleanfid import fid as cleanfid_fid
+from scipy import linalg
 
 __all__ = [
     "feature_stats",

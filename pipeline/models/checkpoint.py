@@ -6,6 +6,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from pipeline.config import ParamsError, validate_schema
+from pipeline.models.registry import build
+
 FORMAT = "pipeline-ckpt-v1"
 
 
@@ -61,13 +64,9 @@ def read_project_checkpoint(path: str | Path) -> dict:
 
 def load(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
     """The network of a project checkpoint, in eval mode, with its EMA weights (plain weights where `ema` is None)."""
-    from pipeline import models
-    from pipeline.config import ParamsError, validate
-
     ckpt = read_project_checkpoint(path)
     try:
-        params = validate(ckpt["params"], str(path), Path(path).stem)
-        net = models.build(params)
+        net = build(validate_schema(ckpt["params"], str(path)))
     except (ParamsError, ValueError) as e:
         raise CheckpointError(f"{path}: stored params do not build a network: {e}") from None
     use = "ema" if use_ema and ckpt["ema"] is not None else "model"

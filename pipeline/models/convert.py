@@ -76,7 +76,8 @@ def convert_score_sde(ckpt: Any, net: nn.Module | None = None) -> tuple[dict, di
     shadow_params follow the order of the trainable parameters, which is the order of the parameter keys in `model`.
     """
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"not a score_sde_pytorch checkpoint: expected a dict with 'model', 'ema', 'step' (got {type(ckpt).__name__})")
+        raise CheckpointError("not a score_sde_pytorch checkpoint: expected a dict with 'model', 'ema', 'step' "
+                              f"(got {type(ckpt).__name__})")
     model_sd = _split_buffers(_strip_prefix(ckpt["model"], "model"), net)
     ema_sd = None
     ema = ckpt.get("ema")
@@ -118,7 +119,8 @@ def convert_ncsn(obj: Any, net: nn.Module | None = None) -> tuple[dict, None, in
 def convert_ncsnv2(obj: Any, net: nn.Module | None = None) -> tuple[dict, dict | None, int]:
     """ermongroup/ncsnv2 `checkpoint_*.pth` [model, optimizer, epoch, step(, ema shadow {name: tensor})] -> (model, ema, step)."""
     if not isinstance(obj, (list, tuple)) or not obj:
-        raise CheckpointError(f"not an ermongroup/ncsnv2 checkpoint: expected a list [state_dict, optimizer, epoch, step, ema] (got {type(obj).__name__})")
+        raise CheckpointError("not an ermongroup/ncsnv2 checkpoint: expected a list [state_dict, optimizer, epoch, step, "
+                              f"ema] (got {type(obj).__name__})")
     model_sd = _split_buffers(_strip_prefix(obj[0], "model"), net)
     ema_sd = None
     if len(obj) > 4 and obj[4] is not None:

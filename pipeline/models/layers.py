@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pipeline.models import fir
 from pipeline.models.layout import Conv2d, weight_like
+from pipeline.sde import VESDE
 
 SQRT2 = math.sqrt(2.0)
 
@@ -64,9 +65,8 @@ def group_norm(channels: int, groups: int | None) -> nn.GroupNorm:
 
 
 def noise_levels(model_cfg, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """SMLD noise scales σ_0 = σ_max > ... > σ_{N-1} = σ_min, geometric (NCSN §4.2; score SDE App. C); label i -> σ_i."""
-    log_s = torch.linspace(math.log(model_cfg.sigma_max), math.log(model_cfg.sigma_min), model_cfg.num_scales, dtype=torch.float64)
-    return torch.exp(log_s).to(dtype)
+    """SMLD noise scales σ_0 = σ_max > ... > σ_{N-1} = σ_min (label i -> σ_i): the VE SDE's levels, descending."""
+    return VESDE(model_cfg.sigma_min, model_cfg.sigma_max, model_cfg.num_scales).sigmas_descending.to(dtype)
 
 
 def timestep_embedding(labels: torch.Tensor, dim: int, max_positions: int = 10000,

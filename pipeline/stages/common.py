@@ -1,15 +1,20 @@
-"""Helpers shared by stages: loading the experiment, resolving its paths, seeding."""
+"""What every stage shares: its command-line arguments, loading the experiment, resolving its paths, input checks."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from pipeline import dag
+from pipeline import outputs
 from pipeline.config import DATASETS, Params, ParamsError, load_params
 from pipeline.errors import StageError
+
+
+def add_common_arguments(p, params_required: bool = True) -> None:
+    p.add_argument("--params", required=params_required,
+                   help="experiment params file (YAML); its stem names the experiment")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted key with a YAML value, e.g. --set model.ch_mult=[1,2,2] (repeatable)")
+    p.add_argument("--root", default=None, help="resolve the stage's inputs and outputs under DIR (default: repo root)")
 
 
 @dataclass
@@ -24,7 +29,7 @@ class Context:
         return self.params.suite
 
     def path(self, key: str, sampler: str | None = None) -> Path:
-        return self.root / dag.paths(self.suite, self.experiment, self.params.data.dataset, sampler)[key]
+        return self.root / outputs.paths(self.suite, self.experiment, self.params.data.dataset, sampler)[key]
 
 
 def load_context(args) -> Context:
@@ -43,16 +48,11 @@ def dataset_arg(args) -> str:
     return load_params(args.params, args.set)[1].data.dataset
 
 
-def seed_for(*parts) -> int:
-    """A 63-bit seed from (experiment seed, stage, index, ...): draws do not depend on batch or process count."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+def device() -> str:
+    """The stage's device: the first GPU where there is one, else the CPU."""
+    import torch
 
-
-def generator(*parts, device="cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed_for(*parts))
-    return g
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def require(path: Path, what: str, fix: str) -> Path:

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from pipeline import atomic, checkpoint, data, tracking
-from pipeline.cli import common
-from pipeline.config import TOY_DATASETS, ParamsError, SamplingConfig
-from pipeline.stages.common import generator, load_context
-from pipeline.stages.sample import make_sde, sampling_eps
-from pipeline.train import to_model_range
+from pipeline.config import ParamsError, SamplingConfig
+from pipeline.controllable import pc_colorize, pc_inpaint
+from pipeline.experiment import is_points, make_sde, score_function
+from pipeline.rng import generator
+from pipeline.sampling import sampling_eps
+from pipeline.scaling import to_model_range, to_unit
+from pipeline.stages.common import add_common_arguments, device, load_context
 
 # The paper's controllable-generation sampler (App. I): reverse diffusion + one Langevin step, r = 0.16. Used when the
 # experiment's own sampler is not a PC sampler (ODE, annealed Langevin).
@@ -26,7 +28,7 @@ NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this d
 
 
 def add_arguments(p, name: str) -> None:
-    common(p)
+    add_common_arguments(p)
 
 
 def pc_settings(p) -> SamplingConfig:
@@ -45,12 +47,6 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return x.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
 
 
-def to_unit(x: torch.Tensor, centered: bool, clamp: bool = True) -> torch.Tensor:
-    """Model range -> [0, 1] pixel scale (clamped for display; unclamped for the error measures)."""
-    x = (x + 1) / 2 if centered else x
-    return x.clamp(0, 1) if clamp else x
-
-
 def save_rows(path, rows: list[torch.Tensor]) -> None:
     """One PNG: each tensor (n, C, H, W) in [0, 1] is a row of n images."""
     from torchvision.utils import save_image
@@ -67,8 +63,6 @@ def _mse(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor) -> float:
 
 def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tuple[dict, list[torch.Tensor] | None]:
     """Complete x0 (model range) for one task; returns (info, PNG rows in [0, 1]) or (info, None) if not applicable."""
-    from pipeline.controllable import pc_colorize, pc_inpaint
-
     s = pc_settings(p)
     eps = sampling_eps(p, s)
     steps = p.eval.controllable_steps or sde.N
@@ -107,25 +101,23 @@ def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tupl
 
 
 def run(args) -> int:
-    from pipeline.losses import get_score_fn
-
     ctx = load_context(args)
     p = ctx.params
     if not p.eval.controllable:
         raise ParamsError(ctx.params_path, "eval.controllable",
                           "no tasks; set it to [inpainting] (or [inpainting, colorization] for 3-channel data)")
-    if p.data.dataset in TOY_DATASETS:
+    if is_points(p):
         raise ParamsError(ctx.params_path, "eval.controllable",
                           f"needs image data; {p.data.dataset} is 2-D points (remove the key)")
     x, _ = data.load_split(ctx.root, p.data.dataset, "test")
     x = x[: p.eval.controllable_images]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":  # a batch of 8 small images: one thread is faster than two on a shared 2-core machine
+    dev = device()
+    if dev == "cpu":  # a batch of 8 small images: one thread is faster than two on a shared 2-core machine
         torch.set_num_threads(1)  # (NCSN++ nf 16, 28x28, batch 8: 74 ms per call with 1 thread, 485 ms with 2, loaded)
-    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
+    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=dev)
     sde = make_sde(p)
-    score_fn = get_score_fn(sde, net, continuous=p.training.continuous)
-    x0 = to_model_range(torch.from_numpy(np.ascontiguousarray(x)), p.data.centered).to(device)
+    score_fn = score_function(p, sde, net)
+    x0 = to_model_range(torch.from_numpy(np.ascontiguousarray(x)), p.data.centered).to(dev)
     folder = ctx.path("controllable")
     infos = {}
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "controllable",
@@ -133,7 +125,7 @@ def run(args) -> int:
                              "num_steps": p.eval.controllable_steps or sde.N}) as tracker, \
             atomic.atomic_dir(folder) as tmp:
         for task in p.eval.controllable:
-            info, rows = run_task(task, p, sde, score_fn, x0, device)
+            info, rows = run_task(task, p, sde, score_fn, x0, dev)
             if rows is not None:
                 save_rows(tmp / f"{task}.png", rows)
                 info["figure"] = f"{task}.png"

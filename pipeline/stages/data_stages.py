@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pipeline import data, tracking
-from pipeline.cli import common
-from pipeline.stages.common import dataset_arg
+from pipeline.stages.common import add_common_arguments, dataset_arg
 
 
 def add_arguments(p, name: str) -> None:
-    common(p, params_required=False)
+    add_common_arguments(p, params_required=False)
     p.add_argument("--dataset", help="dataset name (instead of --params)")
 
 

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import json
 
-from pipeline import dag
-from pipeline.cli import common
-from pipeline.stages.common import load_context
+import torch
+
+from pipeline import dag, models
+from pipeline.stages.common import add_common_arguments, load_context
 
 
 def add_arguments(p, name: str) -> None:
-    common(p)
+    add_common_arguments(p)
 
 
 def run(args) -> int:
-    import torch
-
-    from pipeline import models
-
     ctx = load_context(args)
+    models.check_params(ctx.params, ctx.params_path)
     with torch.device("meta"):
         count = models.count_parameters(models.build(ctx.params))
     exp = dag.Experiment(ctx.experiment, ctx.params_path, ctx.params, {})

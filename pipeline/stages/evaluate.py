@@ -6,31 +6,32 @@ when the weights file exists; otherwise they are reported as "not computed: weig
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from pipeline import atomic, tracking
-from pipeline.cli import common
+from pipeline import atomic, data, tracking
+from pipeline.atomic import sha256
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
-from pipeline.stages.common import load_context, require
-from pipeline.stages.evaluator import features_of
+from pipeline.metrics.classifier import evaluator_features
+from pipeline.metrics.distances import feature_stats, feature_subset, frechet_from_stats, kernel_distance
+from pipeline.metrics.inception import InceptionWeightsMissing, inception_features, load_inception, resolve_inception_weights
+from pipeline.metrics.inception_score import inception_score
+from pipeline.metrics.stats import mean_std
+from pipeline.stages.common import add_common_arguments, load_context, require
+from pipeline.stages.common import device as stage_device
 
 
 def add_arguments(p, name: str) -> None:
-    common(p)
+    add_common_arguments(p)
     p.add_argument("--sampler", required=True, help="sampler name: sampling.method, or a key of `samplers:`")
 
 
 def with_error(values: list[float]) -> dict:
-    from pipeline.metrics.stats import mean_std
-
     mean, std = mean_std(values)
     return {"mean": mean, "std": std if np.isfinite(std) else None, "n": len(values), "values": values}
 
 
 def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
-    from pipeline.metrics.distances import frechet_from_stats, kernel_distance
-    from pipeline.metrics.inception_score import inception_score
-
     ref_file = ev_dir / "ref_stats.npz"
     if not ref_file.exists():
         return {"status": "not computed: this dataset has no classifier evaluator"}
@@ -38,8 +39,8 @@ def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
         mu, sigma, subset = z["mu"], z["sigma"], z["subset"]
     fd, kd, is_ = [], [], []
     for seed_samples in samples:
-        feats, logits = features_of(ev_dir, seed_samples)
-        fd.append(frechet_from_stats(*_stats(feats), mu, sigma))
+        feats, logits = evaluator_features(ev_dir, seed_samples)
+        fd.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kd.append(kernel_distance(feats, subset))
         if logits is not None:
             is_.append(inception_score(logits, splits=min(10, max(1, len(logits) // 50)))[0])
@@ -49,22 +50,9 @@ def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
     return out
 
 
-def _stats(feats):
-    from pipeline.metrics.distances import feature_stats
-
-    return feature_stats(feats)
-
-
 def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
     """(mu, sigma, KD subset) of the training split's Inception features, computed once per dataset, mode and
     weights file and cached under data/inception_ref/ (like clean-fid's own statistics cache)."""
-    import torch
-
-    from pipeline import data
-    from pipeline.atomic import sha256
-    from pipeline.metrics.distances import feature_stats, feature_subset
-    from pipeline.metrics.inception import inception_features
-
     ds = ctx.params.data.dataset
     cache = ctx.root / "data" / "inception_ref" / ds / f"train-{mode}-{sha256(weights)[:12]}.npz"
     if not cache.exists():
@@ -79,12 +67,6 @@ def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
 
 def inception_metrics(ctx, samples: np.ndarray) -> dict:
     """FID / KID / IS on Inception-v3 (clean-fid's TorchScript port of the TF graph), or why they were not computed."""
-    import torch
-
-    from pipeline.metrics.distances import frechet_from_stats, kernel_distance
-    from pipeline.metrics.inception import InceptionWeightsMissing, inception_features, load_inception, resolve_inception_weights
-    from pipeline.metrics.inception_score import inception_score
-
     if samples.dtype != np.uint8:
         return {"status": "not applicable: 2-D points"}
     try:
@@ -92,7 +74,7 @@ def inception_metrics(ctx, samples: np.ndarray) -> dict:
     except InceptionWeightsMissing as e:
         print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
         return {"status": "not computed: weights missing", "how": " ".join(str(e).split())}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = stage_device()
     mode = ctx.params.eval.fid_mode
     model = load_inception(weights, device)
     mu, sigma, subset = inception_reference(ctx, model, weights, mode, device)
@@ -100,7 +82,7 @@ def inception_metrics(ctx, samples: np.ndarray) -> dict:
     for seed_samples in samples:
         feats, logits = inception_features(seed_samples, mode=mode, model=model, batch_size=ctx.params.eval.batch_size,
                                            device=device)
-        fid.append(frechet_from_stats(*_stats(feats), mu, sigma))
+        fid.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kid.append(kernel_distance(feats, subset))
         is_.append(inception_score(logits, splits=min(10, len(logits)))[0])  # 10 splits (Salimans et al.)
     return {"status": "computed", "weights": str(weights), "mode": mode, "fid": with_error(fid), "kid": with_error(kid),

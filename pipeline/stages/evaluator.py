@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from pipeline import atomic, data, tracking
-from pipeline.cli import common
-from pipeline.config import TOY_DATASETS
-from pipeline.stages.common import dataset_arg
+from pipeline.metrics.classifier import classifier_features, save_evaluator, train_classifier
+from pipeline.metrics.distances import feature_stats, feature_subset
+from pipeline.names import TOY_DATASETS
+from pipeline.stages.common import add_common_arguments, dataset_arg
 
 # Classifier training per dataset: enough for >= 90% test accuracy on Fashion-MNIST in about two CPU minutes.
 EPOCHS = {"fashion_mnist": 4, "mnist": 2, "cifar10": 15, "digits": 8, "celeba": 0}
@@ -19,26 +20,11 @@ KD_SUBSET = 10000
 
 
 def add_arguments(p, name: str) -> None:
-    common(p, params_required=False)
+    add_common_arguments(p, params_required=False)
     p.add_argument("--dataset", help="dataset name (instead of --params)")
 
 
-def features_of(folder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(features, logits) of images or 2-D points under the dataset's evaluator saved in `folder`."""
-    from pipeline.metrics.classifier import classifier_features, make_classifier
-
-    if images.dtype != np.uint8:  # 2-D toys: the points are their own features
-        return images.astype(np.float64).reshape(len(images), -1), None
-    state = torch.load(folder / "classifier.pt", map_location="cpu", weights_only=True)
-    net = make_classifier(**state["config"])
-    net.load_state_dict(state["weights"])
-    return classifier_features(net.eval(), images, batch_size=256)
-
-
 def run(args) -> int:
-    from pipeline.metrics.classifier import classifier_features, train_classifier
-    from pipeline.metrics.distances import feature_stats, feature_subset
-
     ds = dataset_arg(args)
     x, y = data.load_split(args.root, ds, "train")
     xt, yt = data.load_split(args.root, ds, "test")
@@ -55,7 +41,7 @@ def run(args) -> int:
             net = train_classifier(x, y, epochs=EPOCHS[ds], generator=torch.Generator().manual_seed(0),
                                    progress=sys.stderr.isatty(), num_classes=config["num_classes"],
                                    width=config["width"], feature_dim=config["feature_dim"])
-            torch.save({"config": config, "weights": net.state_dict()}, tmp / "classifier.pt")
+            save_evaluator(tmp, config, net)
             feats, _ = classifier_features(net.eval(), x, batch_size=256)
             _, test_logits = classifier_features(net.eval(), xt, batch_size=256)
             metrics["feature_net"] = "classifier"

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import atomic, checkpoint
-from pipeline.cli import common
+from pipeline import atomic, checkpoint, models
 from pipeline.errors import StageError
-from pipeline.stages.common import load_context
+from pipeline.models import convert
+from pipeline.models.checkpoint import CheckpointError
+from pipeline.stages.common import add_common_arguments, load_context
 
 
 def add_arguments(p, name: str) -> None:
-    common(p)
+    add_common_arguments(p)
     p.add_argument("--format", required=True, choices=["score_sde", "ncsn", "ncsnv2"], help="the reference code base")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow arbitrary unpickling (only for files from a source you trust)")
@@ -18,11 +19,8 @@ def add_arguments(p, name: str) -> None:
 
 
 def run(args) -> int:
-    from pipeline import models
-    from pipeline.models import convert
-    from pipeline.models.checkpoint import CheckpointError
-
     ctx = load_context(args)
+    models.check_params(ctx.params, ctx.params_path)
     src = Path(args.checkpoint)
     converters = {"score_sde": convert.convert_score_sde, "ncsn": convert.convert_ncsn, "ncsnv2": convert.convert_ncsnv2}
     try:

@@ -1,4 +1,4 @@
-"""`likelihood`: test-set bits/dim with the probability-flow ODE (Score SDE §4, App. D): dequantized,
+"""`likelihood`: test-set bits/dim with the probability-flow ODE (Score SDE Sec. 4.3, App. D): dequantized,
 eval.bpd_num_repeats passes, mean ± standard error, NFE recorded."""
 from __future__ import annotations
 
@@ -6,33 +6,32 @@ import time
 
 import numpy as np
 import torch
-from pipeline.progress import bar as tqdm
 
 from pipeline import atomic, checkpoint, data, tracking
-from pipeline.cli import common
-from pipeline.stages.common import generator, load_context
-from pipeline.stages.sample import make_sde
+from pipeline.experiment import is_points, make_sde, score_function
+from pipeline.likelihood import bits_per_dim, bpd_offset, log_likelihood
+from pipeline.metrics.stats import mean_stderr
+from pipeline.progress import bar as tqdm
+from pipeline.rng import generator
+from pipeline.scaling import to_model_range
+from pipeline.stages.common import add_common_arguments, device, load_context
 
 
 def add_arguments(p, name: str) -> None:
-    common(p)
+    add_common_arguments(p)
 
 
 def run(args) -> int:
-    from pipeline.likelihood import bits_per_dim, log_likelihood
-    from pipeline.losses import get_score_fn
-    from pipeline.metrics.stats import mean_stderr
-
     ctx = load_context(args)
     p = ctx.params
     x, _ = data.load_split(ctx.root, p.data.dataset, "test")
     if p.eval.bpd_max_images:
         x = x[: p.eval.bpd_max_images]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=device)
+    dev = device()
+    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=dev)
     sde = make_sde(p)
-    score_fn = get_score_fn(sde, net, continuous=p.training.continuous)
-    points = x.dtype != np.uint8
+    score_fn = score_function(p, sde, net)
+    points = is_points(p)
     dims = int(np.prod(x.shape[1:]))
     per_image = np.zeros((p.eval.bpd_num_repeats, len(x)))
     nfes = []
@@ -45,22 +44,17 @@ def run(args) -> int:
                 idx = range(start, min(len(x), start + bs))
                 gens = [generator(p.seed, "bpd", r, i) for i in idx]
                 xb = torch.from_numpy(x[start: idx.stop])
-                if points:
-                    z = xb.float()
-                else:  # uniform dequantization (255 x + u) / 256 in [0, 1], then the model's range (PAPERS.md §4)
-                    u = torch.stack([torch.rand(xb.shape[1:], generator=g) for g in gens])
-                    z = (xb.float() + u) / 256.0
-                    z = z * 2 - 1 if p.data.centered else z
+                # points as they are; images uniformly dequantized, then in the model's range (docs/papers.md §4)
+                z = xb.float() if points else to_model_range(xb, p.data.centered, dequantize_with=gens)
                 with torch.no_grad():
-                    logp, _, nfe = log_likelihood(sde, score_fn, z.to(device), eps=1e-5, rtol=p.eval.bpd_rtol, atol=p.eval.bpd_atol,
-                                                  estimator=p.eval.bpd_estimator,
-                                                  generator=gens)
+                    logp, _, nfe = log_likelihood(sde, score_fn, z.to(dev), eps=1e-5, rtol=p.eval.bpd_rtol,
+                                                  atol=p.eval.bpd_atol, estimator=p.eval.bpd_estimator, generator=gens)
                 logp = logp.detach().cpu().numpy()
                 if points:
                     per_image[r, start: idx.stop] = -logp / dims  # nats per dimension: continuous data, no quantization
                 else:
                     per_image[r, start: idx.stop] = bits_per_dim(torch.from_numpy(logp), dims,
-                                                                 offset=7.0 if p.data.centered else 8.0).numpy()
+                                                                 offset=bpd_offset(p.data.centered)).numpy()
                 nfes.append(nfe)
                 bar.update(len(idx))
         bar.close()

@@ -11,16 +11,16 @@ import html
 import shutil
 from pathlib import Path
 
-from pipeline import atomic, dag, figures, report, tracking
-from pipeline.cli import common
+from pipeline import atomic, figures, outputs, report, tracking
+from pipeline.stages.common import add_common_arguments
 
 INTRO = ("Ours: mean ± std over sampling seeds (bits/dim: ± standard error over test images). A comparison cell reads "
-         "\"ours; paper P; Δ ours - P\" with the published CIFAR-10 number (PAPERS.md §7); the difference is given only "
+         "\"ours; paper P; Δ ours - P\" with the published CIFAR-10 number (docs/papers.md §7); the difference is given only "
          "for CIFAR-10 experiments with Inception-v3 metrics. \"not run\" marks stages without results.")
 
 
 def add_arguments(p, name: str) -> None:
-    common(p, params_required=False)
+    add_common_arguments(p, params_required=False)
     p.add_argument("--suite", default="default", help="suite name (the `suite:` key of the params files)")
 
 
@@ -101,7 +101,7 @@ def build(root: Path, suite: str, out: Path) -> dict:
 
 def run(args) -> int:
     root, suite = args.root, args.suite
-    out = root / dag.paths(suite, "", "")["report"]
+    out = root / outputs.paths(suite, "", "")["report"]
     with tracking.stage_run(root, suite, f"report-{suite}", "report") as tracker, atomic.atomic_dir(out) as tmp:
         built = build(root, suite, tmp)
         tracker.log_artifacts(tmp, "report")

@@ -1,0 +1,101 @@
+"""Each stage's code dependencies, derived from its imports: the source files whose edit must rerun the stage.
+
+The rule: the module that runs the stage (`pipeline.commands`) and everything it imports within `pipeline/`,
+transitively — `import` and `from ... import` statements anywhere in a module (top level or inside a function),
+absolute or relative — plus the `__init__.py` of every package on the way, which Python runs on import. Modules in
+SIDE_OUTPUT_ONLY are not followed: they write MLflow artifacts only, never a DVC output. Imports outside `pipeline/`
+(torch, scipy, ...) are pinned by pyproject.toml, not tracked per stage.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+from pipeline.commands import stage_module
+
+PACKAGE = "pipeline"
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the package: paths are relative to it
+SIDE_OUTPUT_ONLY = {
+    "pipeline.snapshot_grid": "sample grids logged to MLflow during training; model.pt does not depend on them",
+}
+
+
+def module_file(name: str, root: Path = CODE_ROOT) -> Path | None:
+    """The source file of dotted module `name` under `root` (a package's __init__.py), or None."""
+    base = root.joinpath(*name.split("."))
+    for f in (base / "__init__.py", base.with_suffix(".py")):
+        if f.is_file():
+            return f
+    return None
+
+
+def module_name(file: Path, root: Path = CODE_ROOT) -> str:
+    parts = list(file.resolve().relative_to(root.resolve()).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _in_package(name: str) -> bool:
+    return name == PACKAGE or name.startswith(PACKAGE + ".")
+
+
+def imports_of(file: Path, root: Path = CODE_ROOT) -> set[str]:
+    """The modules of the package that `file` imports, at any depth of its syntax tree."""
+    me = module_name(file, root)
+    package = me if file.name == "__init__.py" else me.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if _in_package(a.name)}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: climb level - 1 packages from this module's package
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not _in_package(target):
+                continue
+            # `from pipeline.models import fir` imports the submodule pipeline.models.fir (its package's __init__
+            # runs first: `closure` adds parent packages); any other name is read from `target` itself.
+            subs = {f"{target}.{a.name}" for a in node.names if module_file(f"{target}.{a.name}", root)}
+            found |= subs
+            if len(subs) < len(node.names):
+                found.add(target)
+    return found - {me}  # a package's __init__ importing its own submodules names itself
+
+
+def closure(module: str, root: Path = CODE_ROOT, skip=tuple(SIDE_OUTPUT_ONLY)) -> set[str]:
+    """`module` and every package module it imports, transitively, with their parent packages; `skip` not followed."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in skip:
+            continue
+        f = module_file(name, root)
+        if f is None:
+            raise ImportError(f"{name}: imported within {PACKAGE} but no such module under {root}")
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages' __init__.py run first
+        todo += sorted(imports_of(f, root))
+    return seen
+
+
+def as_folders(files: set[str], root: Path = CODE_ROOT) -> list[str]:
+    """Sorted paths, a subpackage's folder in place of its files when every .py file of it is listed (shorter
+    dvc.yaml files; DVC hashes the folder, minus .dvcignore's __pycache__)."""
+    out = set(files)
+    for init in sorted({f for f in files if f.endswith("/__init__.py") and f.count("/") > 1}):
+        folder = init.rsplit("/", 1)[0]
+        members = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
+        if members <= files:
+            out = {f for f in out if not f.startswith(folder + "/")} | {folder}
+    return sorted(out)
+
+
+@functools.lru_cache(maxsize=None)
+def stage_code(command: str) -> tuple[str, ...]:
+    """The source files and folders (relative to the repository root, sorted) that the stage `command` runs."""
+    files = {module_file(m).relative_to(CODE_ROOT).as_posix() for m in closure(stage_module(command))}
+    return tuple(as_folders(files))

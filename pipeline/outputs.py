@@ -1,0 +1,31 @@
+"""Where each stage's inputs and outputs live, relative to the repository root: data/<kind>/<dataset>,
+runs/<suite>/<experiment>/..., reports/<suite>. The DAG and the stages both read these paths from here."""
+from __future__ import annotations
+
+
+def run_dir(suite: str, exp: str) -> str:
+    return f"runs/{suite}/{exp}"
+
+
+def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dict[str, str]:
+    r = run_dir(suite, exp)
+    p = {
+        "raw": f"data/raw/{dataset}",
+        "prepared": f"data/prepared/{dataset}",
+        "evaluator": f"data/evaluator/{dataset}",
+        "train": f"{r}/train",
+        "snapshots": f"{r}/snapshots",
+        "train_metrics": f"{r}/train_metrics.json",
+        "loss_curve": f"{r}/loss.csv",
+        "likelihood": f"{r}/likelihood.json",
+        "controllable": f"{r}/controllable",
+        "report": f"reports/{suite}",
+    }
+    if sampler:
+        p["samples"] = f"{r}/samples/{sampler}"
+        p["eval"] = f"{r}/eval/{sampler}.json"
+    return p
+
+
+def model_file(suite: str, exp: str) -> str:
+    return f"{paths(suite, exp, '')['train']}/model.pt"

@@ -1,0 +1,141 @@
+"""The shape of the code, checked: the library never imports a stage or the CLI, a stage imports only the library
+and `pipeline.stages.common`, the math modules do no I/O, the package has no import cycle (so no import hides inside
+a function to dodge one), and every module a stage runs is among its DVC/Snakemake code dependencies."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from pipeline.code_deps import CODE_ROOT, closure, imports_of, module_file, module_name, stage_code
+from pipeline.commands import COMMANDS, stage_module
+
+PKG = ROOT / "pipeline"
+MODULES = {module_name(f): f for f in sorted(PKG.rglob("*.py"))}
+CLI = {"pipeline.cli", "pipeline.__main__"}
+STAGES = {m for m in MODULES if m.startswith("pipeline.stages")}
+LIBRARY = set(MODULES) - CLI - STAGES
+# Math on tensors and score functions: no files, no MLflow, no YAML, no params schema (docs/architecture.md).
+PURE = {"pipeline.sde", "pipeline.losses", "pipeline.predictors", "pipeline.correctors", "pipeline.sampling",
+        "pipeline.likelihood", "pipeline.controllable", "pipeline.rng", "pipeline.scaling", "pipeline.mixtures",
+        "pipeline.experiment", "pipeline.ema", "pipeline.models.layers", "pipeline.models.fir",
+        "pipeline.models.unet", "pipeline.models.ddpm", "pipeline.models.mlp", "pipeline.models.refinenet",
+        "pipeline.models.layout"}
+IMPURE_TARGETS = {"pipeline.tracking", "pipeline.atomic", "pipeline.dag", "pipeline.data", "pipeline.config",
+                  "pipeline.checkpoint", "pipeline.outputs"}
+GRAPH = {m: imports_of(f) for m, f in MODULES.items()}
+
+
+def third_party_imports(f: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out - {"pipeline"}
+
+
+def test_module_sets_are_what_they_claim():
+    assert PURE <= LIBRARY and "pipeline.stages.common" in STAGES and len(STAGES) >= 10
+
+
+def test_library_never_imports_a_stage_or_the_cli():
+    bad = {(m, t) for m in LIBRARY for t in GRAPH[m] if t in CLI or t.startswith("pipeline.stages")}
+    assert not bad, sorted(bad)
+
+
+def test_stages_import_only_the_library_and_stages_common():
+    allowed = LIBRARY | {"pipeline.stages", "pipeline.stages.common"}
+    bad = {(m, t) for m in STAGES for t in GRAPH[m] if t not in allowed}
+    assert not bad, sorted(bad)
+
+
+def test_math_modules_do_no_io():
+    bad = {(m, t) for m in PURE for t in GRAPH[m] if t in IMPURE_TARGETS}
+    bad |= {(m, t) for m in PURE for t in third_party_imports(MODULES[m]) if t in ("yaml", "mlflow", "dvc")}
+    assert not bad, sorted(bad)
+
+
+def test_no_import_cycles():
+    """Depth-first search over every import (top level and inside functions): a back edge is a cycle."""
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m, path):
+        state[m] = 1
+        for t in sorted(GRAPH.get(m, ())):
+            if state.get(t) == 1:
+                cycle.extend(path[path.index(t):] + [m, t] if t in path else [m, t])
+                return True
+            if t not in state and visit(t, path + [m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(GRAPH):
+        if m not in state and visit(m, []):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def _covered(files: set[str], deps: tuple[str, ...]) -> set[str]:
+    """The files that are neither listed nor inside a listed folder."""
+    return {f for f in files if f not in deps and not any(f.startswith(d + "/") for d in deps)}
+
+
+@pytest.mark.parametrize("command", ["download", "prepare", "evaluator", "train", "sample", "evaluate", "likelihood",
+                                     "controllable", "report"])
+def test_every_module_a_stage_imports_is_a_dependency(command):
+    """Import the stage's module in a fresh interpreter and list what Python loaded from the package: the DAG's deps
+    (derived statically from the source) must cover every one of those files."""
+    probe = ("import importlib, json, sys; importlib.import_module(sys.argv[1]); "
+             "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) "
+             "if (n == 'pipeline' or n.startswith('pipeline.')) and getattr(m, '__file__', None))))")
+    out = subprocess.run([sys.executable, "-c", probe, stage_module(command)], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    loaded = {Path(f).resolve().relative_to(CODE_ROOT).as_posix() for f in json.loads(out)}
+    assert loaded and _covered(loaded, stage_code(command)) == set()
+
+
+def test_sampler_modules_are_not_training_dependencies():
+    train, sample, likelihood = stage_code("train"), stage_code("sample"), stage_code("likelihood")
+    for f in ("pipeline/correctors.py", "pipeline/predictors.py", "pipeline/sampling.py"):
+        assert f in sample and f not in train and f not in likelihood, f
+    for f in ("pipeline/sde.py", "pipeline/losses.py", "pipeline/rng.py", "pipeline/ema.py", "pipeline/train.py",
+              "pipeline/stages/train.py", "pipeline/stages/common.py", "pipeline/scaling.py"):
+        assert f in train, f  # the files issue 12 found missing from the hand-written lists
+    assert "pipeline/snapshot_grid.py" not in train  # MLflow grids only (code_deps.SIDE_OUTPUT_ONLY)
+
+
+def test_commands_table_names_real_stage_modules():
+    for command in COMMANDS:
+        assert module_file(stage_module(command)) is not None, command
+
+
+def test_the_import_walk_on_a_known_tree(tmp_path):
+    """Absolute, relative, `from pkg import submodule`, imports inside functions, parent packages, a skipped module."""
+    files = {
+        "pipeline/__init__.py": "",
+        "pipeline/a.py": "import os\n\ndef f():\n    from pipeline import b\n    return b\n",
+        "pipeline/b.py": "from . import c\nfrom .sub.d import X\n",
+        "pipeline/c.py": "import pipeline.side\n",
+        "pipeline/side.py": "import pipeline.e\n",
+        "pipeline/e.py": "",
+        "pipeline/sub/__init__.py": "from ..c import *\n",
+        "pipeline/sub/d.py": "X = 1\n",
+        "pipeline/unused.py": "",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert imports_of(tmp_path / "pipeline/b.py", tmp_path) == {"pipeline.c", "pipeline.sub.d"}
+    got = closure("pipeline.a", tmp_path, skip=("pipeline.side",))
+    assert got == {"pipeline", "pipeline.a", "pipeline.b", "pipeline.c", "pipeline.sub", "pipeline.sub.d"}
+    assert "pipeline.e" in closure("pipeline.a", tmp_path, skip=())
+    (tmp_path / "pipeline/e.py").unlink()
+    with pytest.raises(ImportError, match="pipeline.e"):
+        closure("pipeline.a", tmp_path, skip=())
