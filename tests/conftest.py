@@ -34,3 +34,31 @@ def venv_env(extra: dict | None = None) -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra or {})
     return env
+
+
+def assert_close_f32(actual, expected, rtol: float = 1e-4, *, scale: float | None = None, floor: float = 1e-12,
+                     what: str = "") -> float:
+    """max|actual - expected| <= rtol * max(scale, tiny) + floor, with scale = max|expected| unless given.
+
+    For float32 results compared with stored outputs or with another computation path (batched vs unbatched,
+    1 vs 2 processes, a reference implementation). Their difference is rounding, and rounding depends on the CPU's
+    kernels (AVX-512, AVX2 or plain loops, oneDNN or not, FMA contraction, how a reduction or a batch is split): a few
+    ulp of the largest values involved, about 1e-7 relative per operation, grown by a network's depth. An absolute
+    bound such as 1e-5 therefore holds on one machine and not on another; a bound relative to the output's
+    magnitude does not depend on the kernels. The default 1e-4 is far below what a real bug (a wrong weight mapping,
+    scaling, or formula) produces, an O(1) relative error; a call site with a smaller-effect bug to catch passes a
+    smaller rtol or says why 1e-4 still separates it. float64 comparisons keep their own tight absolute bounds.
+    Returns the measured error / bound ratio. Works on tensors, NumPy arrays and numbers; shapes must match exactly
+    and a NaN or inf anywhere fails."""
+    a = torch.as_tensor(actual).detach().cpu().double()
+    e = torch.as_tensor(expected).detach().cpu().double()
+    label = f"{what}: " if what else ""
+    assert a.shape == e.shape, f"{label}shape {tuple(a.shape)} != expected {tuple(e.shape)}"
+    assert torch.isfinite(a).all() and torch.isfinite(e).all(), f"{label}non-finite values"
+    err = float((a - e).abs().max()) if a.numel() else 0.0
+    ref = float(e.abs().max()) if scale is None and e.numel() else float(scale or 0.0)
+    bound = rtol * max(ref, torch.finfo(torch.float32).tiny) + floor
+    assert err <= bound, (f"{label}max|actual - expected| = {err:.3e} > bound {bound:.3e} = {rtol:g} x "
+                          f"{'max|expected|' if scale is None else 'scale'} {ref:.3e} + {floor:g} "
+                          f"(error / bound = {err / bound:.3g})")
+    return err / bound

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_close_f32
 
 from pipeline import models
 from pipeline.config import validate
@@ -22,13 +23,19 @@ from pipeline.models.layers import noise_levels
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
 CASES = ["ncsnpp_cont", "ncsnpp_skip", "ncsnpp_resid", "ddpmpp", "ddpm", "ncsn", "ncsnv2"]
 STEPS = {"ncsn": 1500, "ncsnv2": 1500}  # ncsn: the Adam step count (its checkpoints store no step)
-FLOAT32_TOL = 1e-5  # max |ours - reference|, both in float32 on one thread, as the fixtures were made (issue 4)
+# float32: max|ours - reference| <= 1e-4 * max|reference| (max|y| is 2.7-7.2 here). The reference outputs were
+# computed with another machine's kernels, so the difference is rounding: measured up to 2.5e-6 relative with
+# ATEN_CPU_CAPABILITY=default (3.6e-6 with oneDNN also limited to SSE4.1), 1e-6 with AVX2 or AVX-512. The former
+# absolute 1e-5 failed at 1.4e-5 on another CPU, and at 1.34e-5 here with ATEN_CPU_CAPABILITY=default. A wrong mapping
+# is far above the bound: swapping two same-shape convolutions moves the outputs 4,000-12,000 times the bound, zeroing
+# a single bias (one that reaches the output) at least 45 times. Exactness is carried by the float64 comparison below.
+FLOAT32_RTOL = 1e-4
 FLOAT64_TOL = 1e-10  # both in float64: any mapping or semantic difference would show at O(1); machine-independent
 
 
 @pytest.fixture
 def one_thread():
-    """float32 sums depend on how reductions are split across threads (up to 1e-5 here): compare as generated."""
+    """Run as the fixtures were generated (one thread); the float32 bound does not rely on it."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -56,11 +63,12 @@ def test_converted_weights_reproduce_reference_outputs(name, tmp_path, one_threa
     assert step == STEPS.get(name, 4321)
     if "out_model" in record:  # distinct EMA weights: both sets of weights must map
         net.load_state_dict(model_sd)
-        assert (run(net, record["x"], record["labels"]) - record["out_model"]).abs().max() <= FLOAT32_TOL
-        assert (record["out_model"] - record["out_ema"]).abs().max() > 1e-2  # the EMA weights do change the output
+        assert_close_f32(run(net, record["x"], record["labels"]), record["out_model"], FLOAT32_RTOL, what=name)
+        # the EMA weights do change the output, far beyond the float32 bound (measured 7.4 vs 7.2e-4)
+        bound = FLOAT32_RTOL * record["out_ema"].abs().max()
+        assert (record["out_model"] - record["out_ema"]).abs().max() > 100 * bound
     net.load_state_dict(ema_sd if ema_sd is not None else model_sd)
-    err32 = (run(net, record["x"], record["labels"]) - record["out_ema"]).abs().max().item()
-    assert err32 <= FLOAT32_TOL, err32
+    assert_close_f32(run(net, record["x"], record["labels"]), record["out_ema"], FLOAT32_RTOL, what=name)
     net.double()
     if params.model.name in ("ddpm", "ncsnpp"):
         net.sigmas = noise_levels(params.model, torch.float64)  # score_sde keeps its σ table in float64
@@ -80,11 +88,11 @@ def test_project_checkpoint_round_trip_loads_ema_or_plain_weights(name, tmp_path
     assert read_project_checkpoint(out)["step"] == step
     loaded = models.load(out)
     assert not loaded.training
-    assert (run(loaded, record["x"], record["labels"]) - record["out_ema"]).abs().max() <= FLOAT32_TOL
+    assert_close_f32(run(loaded, record["x"], record["labels"]), record["out_ema"], FLOAT32_RTOL, what=name)
     if ema_sd is not None:  # plain weights where no EMA is stored
         torch.save(models.to_project_checkpoint(params, model_sd, None, step), out)
         got = run(models.load(out), record["x"], record["labels"])
-        assert (got - record["out_model"]).abs().max() <= FLOAT32_TOL
+        assert_close_f32(got, record["out_model"], FLOAT32_RTOL, what=f"{name} plain weights")
 
 
 def test_corrupt_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):

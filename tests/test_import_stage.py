@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from conftest import assert_close_f32
 
 from pipeline import checkpoint
 from pipeline.cli import main
@@ -30,7 +31,8 @@ def test_import_then_load_reproduces_reference_outputs(tmp_path, capsys):
     net = checkpoint.load_network(model)
     with torch.no_grad():
         out = net(record["x"], record["labels"])
-    assert (out - record["out_ema"]).abs().max().item() <= 1e-5
+    # float32 vs outputs stored from another machine: rounding only (test_import.py's FLOAT32_RTOL explains 1e-4)
+    assert_close_f32(out, record["out_ema"], 1e-4, what="imported ncsn")
 
 
 def test_wrong_format_is_refused_with_the_file_named(tmp_path, capsys):

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_close_f32
 
 from pipeline import rng
 from pipeline.correctors import CORRECTORS
@@ -201,15 +202,18 @@ def test_p2000_interpolates_noise_scales_for_a_discrete_model():
 
 
 def test_per_row_generators_make_rows_independent_of_batch_size():
+    """The noise draws are identical (one generator per row); the float32 arithmetic on 4 vs 8 rows may take a
+    vectorized or a scalar-tail kernel, so rounding is allowed (1e-5 of max|x|; measured identical under AVX-512,
+    AVX2 and ATEN_CPU_CAPABILITY=default). A row fed another row's noise is off by O(1)."""
     sde = VPSDE(0.1, 20.0, 50)
     for pred, corr in (("reverse_diffusion", "none"), ("euler_maruyama", "ald"), ("ancestral_sampling", "none")):
         a, _ = pc_sample(sde, MIX.score_fn(sde), (4, 2), pred, corr, generator=[rng.generator(11, i) for i in range(4)])
         b, _ = pc_sample(sde, MIX.score_fn(sde), (8, 2), pred, corr, generator=[rng.generator(11, i) for i in range(8)])
-        assert torch.equal(a, b[:4]), (pred, corr)
+        assert_close_f32(a, b[:4], 1e-5, what=f"{pred} + {corr}")
     ve = VESDE(0.01, 1.0, 5)
     a, _ = ald_sample(ve, MIX.score_fn(ve), (4, 2), n_steps_each=5, generator=[rng.generator(3, i) for i in range(4)])
     b, _ = ald_sample(ve, MIX.score_fn(ve), (8, 2), n_steps_each=5, generator=[rng.generator(3, i) for i in range(8)])
-    assert torch.equal(a, b[:4])
+    assert_close_f32(a, b[:4], 1e-5, what="ald")
 
 
 def _ald_moments(sde, mu, var, steps, lr, convention):

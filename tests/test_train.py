@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import venv_env
+from conftest import assert_close_f32, venv_env
 
 from pipeline import data
 
@@ -142,7 +142,12 @@ def test_two_processes_match_one(tmp_path, digits_root):
     assert len(one) == len(two) == 10
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-4 * max(one)
     m1, m2 = _weights(root1)[0], _weights(root2)[0]
-    assert max((m1[k] - m2[k]).abs().max().item() for k in m1) < 1e-4
+    # float32 weights after 10 Adam steps, gradients summed in one process or all-reduced over two: rounding only
+    # (measured identical here under AVX-512, AVX2 and ATEN_CPU_CAPABILITY=default), bounded per tensor by 1e-4 of
+    # its max|w| (about 0.1); a process training on the wrong rows moves weights by O(lr) = 1e-3 per step
+    assert m1.keys() == m2.keys()
+    for k in m1:
+        assert_close_f32(m2[k], m1[k], what=k)
     # only the main process wrote: one model, one metrics file, one MLflow train run
     assert len(list((root2 / "runs/unit/unit").glob("train*"))) == 2
     import sqlite3
