@@ -253,13 +253,31 @@ def check_samplers(params: Params, path: str) -> None:
         raise ParamsError(path, f"samplers.{params.sampling.method}",
                           "this name is taken by the default sampler (sampling.method)")
     sde = params.training.sde
+    if params.eval.controllable:  # the controllable stage's PC sampler: `sampling` if PC, else reverse diffusion + Langevin
+        pc = params.sampling if params.sampling.method == "pc" else SamplingConfig(predictor="reverse_diffusion",
+                                                                                  corrector="langevin")
+        _check_ddpm_steps(params, pc, params.eval.controllable_steps, "eval.controllable_steps", path)
     for where, s in settings.items():
+        _check_ddpm_steps(params, s, s.num_steps, f"{where}.num_steps", path)
         if s.method == "ald" and sde != "vesde":
             raise ParamsError(path, f"{where}.method", "annealed Langevin dynamics (ald) needs training.sde: vesde")
         if s.method == "pc" and s.predictor == "none" and s.corrector == "none":
             raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
         if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
             raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
+
+
+def _check_ddpm_steps(params: Params, s: SamplingConfig, steps: Optional[int], key: str, path: str) -> None:
+    """The DDPM table β_i = β(t_i) / N that VP reverse diffusion, ancestral sampling and the Langevin α (VP and sub-VP)
+    use needs β_i < 1, i.e. N > beta_max steps (docs/papers.md §1, §3)."""
+    sde, m = params.training.sde, params.model
+    uses_table = s.method == "pc" and (s.corrector == "langevin" or (
+        sde == "vpsde" and s.predictor in ("reverse_diffusion", "ancestral_sampling")))
+    n = steps or m.num_scales
+    if sde != "vesde" and uses_table and n <= m.beta_max:
+        raise ParamsError(path, key if steps else "model.num_scales",
+                          f"{n} steps give DDPM betas beta_max/N >= 1 for {s.predictor} + {s.corrector}; use more than "
+                          f"model.beta_max = {m.beta_max:g} steps")
 
 
 def validate(raw: Any, path: str) -> Params:
