@@ -5,8 +5,6 @@ Tracking never loses results: if MLflow fails, the stage still writes its output
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import functools
 import hashlib
 import json
 import logging
@@ -45,57 +43,22 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
 # --- DVC hashes -------------------------------------------------------------------------------------------------
 
-def _md5_file(path: Path) -> str:
-    st = Path(path).stat()
-    return _md5_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+def dvc_md5(path: Path | str, root: Path | str | None = None) -> str:
+    """The md5 DVC records for `path` in dvc.lock, computed by DVC itself: a file's md5, or "<md5>.dir" for a directory,
+    leaving out what the .dvcignore files of the repository at `root` exclude (`!` re-includes honoured).
 
+    In an initialized repository DVC's state database supplies the md5 of files it has hashed before (by inode, size
+    and mtime), so data that `dvc repro` just checked is not read again. Raises whatever DVC raises."""
+    from dvc.fs import MemoryFileSystem
+    from dvc.repo import Repo
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
 
-@functools.lru_cache(maxsize=256)
-def _md5_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:  # a stage hashes a file once
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _dvcignore(root: Path | None) -> list[str]:
-    f = Path(root) / ".dvcignore" if root else None
-    if not f or not f.is_file():
-        return []
-    lines = (ln.strip() for ln in f.read_text().splitlines())
-    return [ln for ln in lines if ln and not ln.startswith(("#", "!"))]
-
-
-def _ignored(rel: str, patterns: list[str]) -> bool:
-    parts = rel.split("/")
-    for p in patterns:
-        p = p.rstrip("/")
-        if "/" in p.lstrip("/"):  # anchored to a path
-            if fnmatch.fnmatchcase(rel, p.lstrip("/")):
-                return True
-        elif any(fnmatch.fnmatchcase(part, p) for part in parts):
-            return True
-    return False
-
-
-def dvc_md5(path: Path | str, root: Path | None = None) -> str:
-    """The md5 DVC 3 records for `path` in dvc.lock: a file's md5, or for a directory the md5 of the JSON list of
-    its files' {md5, relpath} (sorted by relpath, names matched by `root`/.dvcignore left out) plus ".dir"."""
-    path = Path(path)
-    if not path.is_dir():
-        return _md5_file(path)
-    patterns = _dvcignore(root)
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in filenames:
-            f = Path(dirpath) / name
-            rel = f.relative_to(path).as_posix()
-            if not _ignored(rel, patterns):
-                entries.append({"md5": _md5_file(f), "relpath": rel})
-    entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+    path = Path(path).resolve()
+    with Repo(str(root or path.parent), uninitialized=True) as repo:
+        odb = repo.cache.local or HashFileDB(MemoryFileSystem(), "/")  # no .dvc folder: nothing is stored either way
+        _, _, obj = build(odb, str(path), repo.fs, "md5", ignore=repo.dvcignore, dry_run=True)
+    return obj.hash_info.value
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -151,12 +114,17 @@ def dataset_digest(root: Path, path: Path | str, suite: str | None = None) -> tu
 
     The digest is DVC's md5 of the data as it is now; it equals the dvc.lock entry whenever the lock is current
     ("dvc.lock"); when no lock records the path, or records other content (a stage that has not been committed yet,
-    or data changed outside DVC), it is computed the same way DVC computes it ("computed")."""
-    digest = dvc_md5(path, root)
+    or data changed outside DVC), it is what DVC computes ("computed"). Where DVC cannot hash the data, the digest is
+    "unknown" and the source says why: tracking never fails a stage."""
     locked, lock = locked_md5(root, path, suite)
+    try:
+        digest = dvc_md5(path, root)
+    except Exception as e:  # noqa: BLE001 - DVC missing, broken or refusing the folder: say so, lose nothing
+        text = str(e).strip()
+        return "unknown", f"unknown (DVC could not hash it: {type(e).__name__}: {text.splitlines()[0] if text else ''})", locked
     if locked == digest:
         return digest, f"dvc.lock ({_rel(lock, root)})", locked
-    return digest, "computed (as DVC does; " + ("no dvc.lock records it)" if locked is None else "dvc.lock records other content)"), locked
+    return digest, "computed by DVC (" + ("no dvc.lock records it)" if locked is None else "dvc.lock records other content)"), locked
 
 
 def _git(root: Path, *args: str) -> str:
@@ -225,7 +193,7 @@ class Tracker:
         """`log_input` of prepared data at `source` (a DVC output folder such as data/prepared/<ds>, or a file in it).
 
         The dataset's digest is its DVC hash: the md5 dvc.lock records for the folder ("<md5>.dir"; 36 characters,
-        MLflow's limit), computed the same way when no current lock records it; the input's tags say which, and keep
+        MLflow's limit), computed by DVC when no current lock records it; the input's tags say which, and keep
         `sha256` (the manifest's hash of a split) beside it."""
 
         def go():

@@ -152,3 +152,28 @@ def test_untrusted_pickles_need_explicit_trust(tmp_path):
     with pytest.raises(C.UntrustedCheckpoint, match="--trust-checkpoint"):
         C.read_reference_checkpoint(path)
     assert C.read_reference_checkpoint(path, trust=True)["config"].lr == 1.0
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_truncated_checkpoints_are_corrupt_never_untrusted(legacy, tmp_path):
+    """Every prefix of a checkpoint holding a Python object, in the zip format and the legacy one (PyTorch < 1.6, as
+    NCSN's checkpoints are), is refused as unreadable; only the whole file asks for --trust-checkpoint.
+
+    One exception, stated: a legacy file cut inside the raw tensor bytes after its pickles (here the storage's 8-byte
+    size and its 6 float32 values) cannot be told from a whole one without unpickling its objects; it asks for trust,
+    and with --trust-checkpoint it is refused as corrupt."""
+    path, cut = tmp_path / "whole.pth", tmp_path / "cut.pth"
+    torch.save([{"w": torch.arange(6.0)}, argparse.Namespace(lr=1.0)], path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    raw = 8 + 6 * 4 if legacy else 0
+    for n in range(0, len(data) - raw, max(1, len(data) // 200)):
+        cut.write_bytes(data[:n])
+        with pytest.raises(CheckpointError) as e:
+            C.read_reference_checkpoint(cut)
+        assert not isinstance(e.value, C.UntrustedCheckpoint) and str(e.value).startswith(f"{cut}: "), (n, str(e.value))
+    for n in range(len(data) - raw, len(data)):
+        cut.write_bytes(data[:n])
+        with pytest.raises(CheckpointError, match=f"^{cut}: corrupt PyTorch checkpoint"):
+            C.read_reference_checkpoint(cut, trust=True)
+    with pytest.raises(C.UntrustedCheckpoint):
+        C.read_reference_checkpoint(path)

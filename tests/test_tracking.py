@@ -41,6 +41,53 @@ def test_dvc_md5_is_the_hash_dvc_records(tmp_path):
     assert (digest, locked) == (out["md5"], None) and origin.startswith("computed")
 
 
+MAKE_OUT = """from pathlib import Path
+for rel, text in {"a.txt": "a", "drop.log": "ignored", "keep.log": "kept", "sub/keep.log": "kept too"}.items():
+    (Path("out") / rel).parent.mkdir(parents=True, exist_ok=True)
+    (Path("out") / rel).write_text(text)
+"""
+
+
+def test_digest_is_what_dvc_repro_locks_with_a_reincluded_file(tmp_path):
+    """A one-stage DVC repository whose .dvcignore leaves out *.log but re-includes keep.log (`!keep.log`): the digest
+    is the md5 `dvc repro` writes to dvc.lock, and it follows the re-included files, not the ignored one."""
+    (tmp_path / ".dvcignore").write_text("*.log\n!keep.log\n")
+    (tmp_path / "make.py").write_text(MAKE_OUT)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(
+        {"stages": {"make": {"cmd": "python make.py", "deps": ["make.py"], "outs": ["out"]}}}))
+    env = venv_env({"DVC_NO_ANALYTICS": "1"})
+    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    out = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["make"]["outs"][0]
+    assert out["nfiles"] == 3  # a.txt, keep.log, sub/keep.log
+    assert tracking.dataset_digest(tmp_path, tmp_path / "out") == (out["md5"], "dvc.lock (dvc.lock)", out["md5"])
+    (tmp_path / "out" / "drop.log").write_text("changed")  # ignored: the locked content still
+    assert tracking.dvc_md5(tmp_path / "out", tmp_path) == out["md5"]
+    (tmp_path / "out" / "sub" / "keep.log").write_text("changed")  # re-included: other content now
+    digest, origin, locked = tracking.dataset_digest(tmp_path, tmp_path / "out")
+    assert digest != out["md5"] and locked == out["md5"] and origin == "computed by DVC (dvc.lock records other content)"
+
+
+def test_digest_is_unknown_where_dvc_cannot_hash(tmp_path, monkeypatch):
+    """DVC unusable (here: not importable): the dataset is still logged, with digest "unknown" and the reason."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.bin").write_bytes(b"abc")
+    monkeypatch.setitem(sys.modules, "dvc.repo", None)  # `from dvc.repo import Repo` raises ImportError
+
+    class FakeMlflow:
+        inputs = []
+
+        def log_input(self, dataset, context, tags):
+            self.inputs.append((dataset.digest, context, tags))
+
+    t = tracking.Tracker(FakeMlflow(), "run-1", tmp_path)
+    t.log_dataset("d", "sha", tmp_path / "d", "prepared")
+    assert t.active
+    [(digest, context, tags)] = FakeMlflow.inputs
+    assert digest == "unknown" and tags["dvc.md5"] == "unknown" and tags["sha256"] == "sha"
+    assert tags["dvc.md5.source"].startswith("unknown (DVC could not hash it: ModuleNotFoundError: ")
+
+
 def test_lock_lookup_resolves_wdir(tmp_path, monkeypatch):
     """An out of pipelines/<suite>/dvc.yaml (wdir ../..) is found by its path from the root; $DVC_STAGE wins."""
     (tmp_path / "data/prepared/x").mkdir(parents=True)

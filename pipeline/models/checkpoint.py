@@ -1,6 +1,9 @@
 """Project checkpoints of score networks ({"format": "pipeline-ckpt-v1", params, model, ema, step}): make, check, load."""
 from __future__ import annotations
 
+import io
+import pickletools
+import zipfile
 from pathlib import Path
 
 import torch
@@ -10,6 +13,7 @@ from pipeline.config import ParamsError, validate_schema
 from pipeline.models.registry import build
 
 FORMAT = "pipeline-ckpt-v1"
+LEGACY_PICKLES = 5  # torch.save before PyTorch 1.6: magic number, protocol, sys info, the object, storage keys; raw data
 
 
 class CheckpointError(Exception):
@@ -18,6 +22,53 @@ class CheckpointError(Exception):
 
 class CheckpointMismatch(CheckpointError):
     """Weights that do not fit the network: a missing or extra key, or a shape mismatch (the message names the key)."""
+
+
+def _pickles_complete(f, count: int) -> bool:
+    """Whether `count` pickles follow in `f`, each well-formed up to its STOP (pickletools decodes, never runs, them)."""
+    try:
+        for _ in range(count):
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # noqa: BLE001 - unknown opcode, data ending early: not pickles
+        return False
+    return True
+
+
+def _is_legacy(f) -> bool:
+    """Whether `f` starts with the pickle of torch's magic number, as the legacy format does."""
+    try:
+        return any(arg == torch.serialization.MAGIC_NUMBER for _, arg, _ in pickletools.genops(io.BytesIO(f.read(64))))
+    except Exception:  # noqa: BLE001 - not a pickle
+        return False
+
+
+def torch_file_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be a file that torch.save wrote (a few words), or None; nothing in it is unpickled.
+
+    torch.save writes a zip archive holding `<name>/data.pkl` (PyTorch >= 1.6), or five pickles starting with torch's
+    magic number followed by raw tensor data (the legacy format of older checkpoints, NCSN's among them). Checking
+    that the container is whole and its pickles well-formed separates empty, truncated or foreign files from
+    checkpoints that torch.load's weights-only mode refuses for the Python objects in them: its error is the same
+    for both."""
+    with open(path, "rb") as f:
+        if not f.read(1):
+            return "the file is empty"
+        f.seek(0)
+        if zipfile.is_zipfile(f):
+            try:
+                with zipfile.ZipFile(f) as z:
+                    pkl = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+                    if not pkl:
+                        return "a zip archive, but not one that torch.save wrote"
+                    return None if _pickles_complete(io.BytesIO(z.read(pkl[0])), 1) else "truncated or corrupt?"
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+                return "truncated or corrupt?"
+        f.seek(0)
+        if _is_legacy(f):
+            f.seek(0)
+            return None if _pickles_complete(f, LEGACY_PICKLES) else "truncated or corrupt?"
+    return "truncated or corrupt?"
 
 
 def to_project_checkpoint(params, model_sd: dict, ema_sd: dict | None, step: int) -> dict:
@@ -47,6 +98,9 @@ def read_project_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    problem = torch_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"

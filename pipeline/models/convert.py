@@ -5,13 +5,14 @@ The project networks use the reference module names, so the mapping is the ident
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, check_state_dict
+from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, check_state_dict, torch_file_problem
 
 __all__ = ["CheckpointMismatch", "UntrustedCheckpoint", "convert", "convert_ncsn", "convert_ncsnv2", "convert_score_sde",
            "read_reference_checkpoint"]
@@ -25,22 +26,44 @@ class UntrustedCheckpoint(CheckpointError):
 
 
 def read_reference_checkpoint(path: str | Path, trust: bool = False) -> Any:
-    """torch.load a reference checkpoint with weights_only=True; arbitrary unpickling only when `trust` is set."""
+    """torch.load a reference checkpoint with weights_only=True; arbitrary unpickling only when `trust` is set.
+
+    A file that torch.save cannot have written (empty, truncated, random bytes, text) is refused before torch.load,
+    whose weights-only refusal would otherwise read as "Python objects besides tensors" for it too."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    problem = torch_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem}); check the path, or download it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors
-        text = str(e)
-        if "Weights only load failed" not in text:
-            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-            raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first})") from None
+    except pickle.UnpicklingError:  # a whole, well-formed pickle that names more than tensors
         if not trust:
             raise UntrustedCheckpoint(
                 f"{path}: the checkpoint holds Python objects besides tensors, and loading it could run arbitrary code; "
                 "if you trust its source, pass --trust-checkpoint") from None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - zip, storage and EOF errors
+        raise _corrupt(path, e) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever unpickling the objects raises
+        raise _corrupt(path, e) from None
+
+
+def _corrupt(path: Path, e: Exception) -> CheckpointError:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return CheckpointError(f"{path}: corrupt PyTorch checkpoint ({first}); download it again")
+
+
+def _other_layout(obj: Any) -> str:
+    """The fix for a checkpoint laid out by another code base than --format names."""
+    if isinstance(obj, dict) and "model" in obj:
+        return "it looks like a score_sde_pytorch checkpoint: pass --format score_sde"
+    if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], dict):
+        return "it looks like an ermongroup checkpoint: pass --format ncsn or ncsnv2"
+    return "check --format"
 
 
 def _strip_prefix(state: Any, what: str) -> dict[str, torch.Tensor]:
@@ -49,25 +72,31 @@ def _strip_prefix(state: Any, what: str) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def _split_buffers(state: dict, net: nn.Module | None) -> dict:
-    """Drop the derived buffers; with a network, check that the stored noise levels are the ones params give."""
-    for name in DERIVED_BUFFERS:
-        stored = state.pop(name, None)
-        ours = getattr(net, name, None) if net is not None else None
-        if stored is not None and ours is not None:
-            if stored.shape != ours.shape or not torch.allclose(stored.double(), ours.double(), rtol=1e-5, atol=0):
-                raise CheckpointMismatch(
-                    f"{name}: the checkpoint's {stored.numel()} noise levels [{float(stored.max()):g} .. {float(stored.min()):g}] "
-                    f"differ from params ({ours.numel()} levels [{float(ours.max()):g} .. {float(ours.min()):g}]): "
-                    "check model.sigma_max, sigma_min, num_scales")
-    return state
+def _split_buffers(state: dict) -> tuple[dict, dict]:
+    """(weights, derived buffers): the buffers are checked against params once the weights fit the network."""
+    buffers = {name: state.pop(name) for name in DERIVED_BUFFERS if name in state}
+    return state, buffers
 
 
-def _check(net: nn.Module | None, model_sd: dict, ema_sd: dict | None) -> None:
-    if net is not None:
+def _check(net: nn.Module | None, model_sd: dict, ema_sd: dict | None, buffers: dict) -> None:
+    """The keys and shapes first (the first mismatching key names another network), then the noise levels."""
+    if net is None:
+        return
+    try:
         check_state_dict(net, model_sd, "model")
         if ema_sd is not None:
             check_state_dict(net, ema_sd, "ema")
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"{e}; the checkpoint holds another network than the params describe (check model.* "
+                                 "in the params file, and --format)") from None
+    for name, stored in buffers.items():
+        ours = getattr(net, name, None)
+        if ours is not None and (stored.shape != ours.shape
+                                 or not torch.allclose(stored.double(), ours.double(), rtol=1e-5, atol=0)):
+            raise CheckpointMismatch(
+                f"{name}: the checkpoint's {stored.numel()} noise levels [{float(stored.max()):g} .. {float(stored.min()):g}] "
+                f"differ from params ({ours.numel()} levels [{float(ours.max()):g} .. {float(ours.min()):g}]): "
+                "check model.sigma_max, sigma_min, num_scales")
 
 
 def convert_score_sde(ckpt: Any, net: nn.Module | None = None) -> tuple[dict, dict | None, int]:
@@ -77,8 +106,8 @@ def convert_score_sde(ckpt: Any, net: nn.Module | None = None) -> tuple[dict, di
     """
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError("not a score_sde_pytorch checkpoint: expected a dict with 'model', 'ema', 'step' "
-                              f"(got {type(ckpt).__name__})")
-    model_sd = _split_buffers(_strip_prefix(ckpt["model"], "model"), net)
+                              f"(got {type(ckpt).__name__}); {_other_layout(ckpt)}")
+    model_sd, buffers = _split_buffers(_strip_prefix(ckpt["model"], "model"))
     ema_sd = None
     ema = ckpt.get("ema")
     if ema is not None:
@@ -94,7 +123,7 @@ def convert_score_sde(ckpt: Any, net: nn.Module | None = None) -> tuple[dict, di
                 raise CheckpointMismatch(f"ema: shadow parameter for {name!r} has shape {tuple(getattr(value, 'shape', ()))}, "
                                          f"the model has {tuple(model_sd[name].shape)}")
             ema_sd[name] = value
-    _check(net, model_sd, ema_sd)
+    _check(net, model_sd, ema_sd, buffers)
     return model_sd, ema_sd, int(ckpt.get("step", 0))
 
 
@@ -110,9 +139,10 @@ def _optimizer_step(optim_state: Any) -> int:
 def convert_ncsn(obj: Any, net: nn.Module | None = None) -> tuple[dict, None, int]:
     """ermongroup/ncsn `checkpoint.pth` [model state dict, optimizer state] -> (model, None, step); NCSN keeps no EMA."""
     if not isinstance(obj, (list, tuple)) or not obj:
-        raise CheckpointError(f"not an ermongroup/ncsn checkpoint: expected a list [state_dict, optimizer] (got {type(obj).__name__})")
-    model_sd = _split_buffers(_strip_prefix(obj[0], "model"), net)
-    _check(net, model_sd, None)
+        raise CheckpointError("not an ermongroup/ncsn checkpoint: expected a list [state_dict, optimizer] "
+                              f"(got {type(obj).__name__}); {_other_layout(obj)}")
+    model_sd, buffers = _split_buffers(_strip_prefix(obj[0], "model"))
+    _check(net, model_sd, None, buffers)
     return model_sd, None, _optimizer_step(obj[1]) if len(obj) > 1 else 0
 
 
@@ -120,8 +150,8 @@ def convert_ncsnv2(obj: Any, net: nn.Module | None = None) -> tuple[dict, dict |
     """ermongroup/ncsnv2 `checkpoint_*.pth` [model, optimizer, epoch, step(, ema shadow {name: tensor})] -> (model, ema, step)."""
     if not isinstance(obj, (list, tuple)) or not obj:
         raise CheckpointError("not an ermongroup/ncsnv2 checkpoint: expected a list [state_dict, optimizer, epoch, step, "
-                              f"ema] (got {type(obj).__name__})")
-    model_sd = _split_buffers(_strip_prefix(obj[0], "model"), net)
+                              f"ema] (got {type(obj).__name__}); {_other_layout(obj)}")
+    model_sd, buffers = _split_buffers(_strip_prefix(obj[0], "model"))
     ema_sd = None
     if len(obj) > 4 and obj[4] is not None:
         shadow = _strip_prefix(obj[4], "ema")
@@ -132,7 +162,7 @@ def convert_ncsnv2(obj: Any, net: nn.Module | None = None) -> tuple[dict, dict |
             if value.shape != model_sd[name].shape:
                 raise CheckpointMismatch(f"ema: key {name!r} has shape {tuple(value.shape)}, the model has {tuple(model_sd[name].shape)}")
             ema_sd[name] = value
-    _check(net, model_sd, ema_sd)
+    _check(net, model_sd, ema_sd, buffers)
     step = obj[3] if len(obj) > 3 else 0
     return model_sd, ema_sd, int(step)
 
