@@ -12,7 +12,19 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.names import ALD_CONVENTIONS, BPD_ESTIMATORS, CORRECTORS, DATASETS, PC_ORDERS, PREDICTORS, SDES, TOY_DATASETS
+from pipeline.names import (
+    ALD_CONVENTIONS,
+    BPD_ESTIMATORS,
+    CORRECTORS,
+    DATASETS,
+    FAST_METHODS,
+    PC_ORDERS,
+    PREDICTORS,
+    SAMPLING_METHODS,
+    SDES,
+    TIME_GRIDS,
+    TOY_DATASETS,
+)
 
 
 class ParamsError(Exception):
@@ -109,14 +121,14 @@ class OptimConfig(_Block):
 class SamplingConfig(_Block):
     """One sampler setting. `samplers:` entries override these keys for extra sampler variants."""
 
-    method: Literal["pc", "ode", "ald"] = "pc"
+    method: Literal[SAMPLING_METHODS] = "pc"  # type: ignore[valid-type]
     predictor: Literal[PREDICTORS] = "euler_maruyama"  # type: ignore[valid-type]
     corrector: Literal[CORRECTORS] = "none"  # type: ignore[valid-type]
     snr: float = Field(0.16, gt=0)
     n_steps_each: int = Field(1, ge=1)
     noise_removal: bool = True
     probability_flow: bool = False
-    num_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N; e.g. 2000 for "P2000"
+    num_steps: Optional[int] = Field(None, ge=1)  # pc: None = the SDE's N, e.g. 2000 for "P2000"; fast samplers: required
     order: Literal[PC_ORDERS] = "reference"  # type: ignore[valid-type]
     eps: Optional[float] = Field(None, gt=0, lt=1)  # None: 1e-5 for VE, 1e-3 for VP / sub-VP
     rtol: float = Field(1e-5, gt=0)
@@ -124,6 +136,16 @@ class SamplingConfig(_Block):
     ode_method: str = "RK45"
     step_lr: float = Field(2e-5, gt=0)  # ALD ε (NCSN v1)
     step_convention: Literal[ALD_CONVENTIONS] = "reference"  # type: ignore[valid-type]
+    # Fast samplers (method heun | dpm_solver | ddim, docs/papers.md §3 "Fast samplers"); num_steps = solver steps.
+    solver_order: int = Field(2, ge=1, le=3)  # heun: 1 (Euler) or 2; dpm_solver: 1-3 single-step, 1-2 multistep
+    multistep: bool = False  # dpm_solver: DPM-Solver++(2M) on the data prediction instead of single steps
+    time_grid: Optional[Literal[TIME_GRIDS]] = None  # type: ignore[valid-type]  # None: names.DEFAULT_TIME_GRIDS
+    rho: float = Field(7.0, gt=0)  # the "edm" grid's exponent (Karras et al. 2022, Eq. 5)
+    s_churn: float = Field(0.0, ge=0)  # heun: stochastic churn (Karras et al. 2022, Alg. 2); s_* in units of σ/α
+    s_tmin: float = Field(0.0, ge=0)
+    s_tmax: Optional[float] = Field(None, gt=0)  # None: no upper bound
+    s_noise: float = Field(1.0, gt=0)
+    eta: float = Field(0.0, ge=0)  # ddim: 0 deterministic, 1 ancestral
 
 
 class EvalConfig(_Block):
@@ -265,6 +287,30 @@ def check_samplers(params: Params, path: str) -> None:
             raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
         if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
             raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
+        _check_fast_sampler(s, sde, where, path)
+
+
+def _check_fast_sampler(s: SamplingConfig, sde: str, where: str, path: str) -> None:
+    """The fast samplers' settings: each key only where its method reads it, and ranges that depend on the method."""
+    fast = s.method in FAST_METHODS
+    if s.method == "ddim" and sde == "vesde":
+        raise ParamsError(path, f"{where}.method", "ddim is defined for vpsde and subvpsde (use heun or dpm_solver)")
+    if fast and s.num_steps is None:
+        raise ParamsError(path, f"{where}.num_steps", f"method {s.method} needs num_steps (its number of solver steps)")
+    if s.method == "heun" and s.solver_order > 2:
+        raise ParamsError(path, f"{where}.solver_order", "heun has order 1 (Euler) or 2 (Heun)")
+    if s.method == "dpm_solver" and s.multistep and s.solver_order > 2:
+        raise ParamsError(path, f"{where}.solver_order", "multistep DPM-Solver++ has order 1 or 2 (2M)")
+    if s.multistep and s.method != "dpm_solver":
+        raise ParamsError(path, f"{where}.multistep", "multistep applies to method dpm_solver only")
+    if s.eta > 0 and s.method != "ddim":
+        raise ParamsError(path, f"{where}.eta", "eta applies to method ddim only")
+    if s.s_churn > 0 and s.method != "heun":
+        raise ParamsError(path, f"{where}.s_churn", "stochastic churn applies to method heun only")
+    if s.s_tmax is not None and s.s_tmax <= s.s_tmin:
+        raise ParamsError(path, f"{where}.s_tmax", f"must be above s_tmin ({s.s_tmin:g})")
+    if s.time_grid is not None and not fast:
+        raise ParamsError(path, f"{where}.time_grid", f"time_grid applies to methods {', '.join(FAST_METHODS)}")
 
 
 def _check_ddpm_steps(params: Params, s: SamplingConfig, steps: Optional[int], key: str, path: str) -> None:

@@ -137,6 +137,14 @@ def sampler_label(s) -> str:
         return f"ODE ({s.ode_method}, rtol {s.rtol:g})"
     if s.method == "ald":
         return f"ALD ({s.n_steps_each} steps/level, {s.step_convention} step)"
+    if s.method == "heun":
+        churn = f", churn {s.s_churn:g}" if s.s_churn > 0 else ""
+        return f"{'Heun' if s.solver_order == 2 else 'Euler'} (EDM), {s.num_steps} steps{churn}"
+    if s.method == "dpm_solver":
+        name = f"DPM-Solver++({s.solver_order}M)" if s.multistep else f"DPM-Solver-{s.solver_order}"
+        return f"{name}, {s.num_steps} steps"
+    if s.method == "ddim":
+        return f"DDIM (eta {s.eta:g}), {s.num_steps} steps"
     pred = s.predictor + (" (probability flow)" if s.probability_flow else "")
     steps = f", {s.num_steps} steps" if s.num_steps else ""
     return f"PC: {pred} + {s.corrector}" + (f", snr {s.snr:g}" if s.corrector != "none" else "") + steps

@@ -1,5 +1,6 @@
 """Samplers: predictor-corrector (Score SDE, Alg. 1–3), the probability-flow ODE with a black-box solver (Sec. 4.3)
-and NCSN v1 annealed Langevin dynamics (Song & Ermon 2019, Alg. 1). Each returns (samples, NFE).
+and NCSN v1 annealed Langevin dynamics (Song & Ermon 2019, Alg. 1). Each returns (samples, NFE). The few-step
+solvers (Heun / EDM, DPM-Solver, DDIM) are in `pipeline.fast_samplers`; `draw` runs any of them from params.
 
 Time grid and P2000. The PC sampler visits t_k = linspace(T, eps, M)[k], k = 0..M-1, M = `num_steps` (default the
 SDE's N), and each predictor step moves from t_k towards t_k - T/M. When M != N (Table 1's "P2000" with models
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from pipeline import names, rng
 from pipeline.correctors import get_corrector
 from pipeline.experiment import make_sde, sample_shape, score_function
+from pipeline.fast_samplers import ddim_sample, dpm_solver_sample, heun_sample
 from pipeline.predictors import ReverseDiffusionPredictor, get_predictor
 from pipeline.sde import SDE, VESDE
 
@@ -32,6 +34,8 @@ ALD_CONVENTIONS = {
     "reference": "x <- x + a_i s + sqrt(2 a_i) z, a_i = eps * sigma_i^2 / sigma_L^2 (ermongroup/ncsn code)",
 }
 names.check_registry("ALD convention", ALD_CONVENTIONS, names.ALD_CONVENTIONS)
+METHODS = ("pc", "ode", "ald", "heun", "dpm_solver", "ddim")  # what `draw` dispatches on
+names.check_registry("sampling method", METHODS, names.SAMPLING_METHODS)
 Projection = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -186,6 +190,8 @@ def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor,
     if s.method == "ode":
         return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=sampling_eps(params, s),
                           method=s.ode_method, denoise=s.noise_removal, generator=generator, device=device)
+    if s.method in names.FAST_METHODS:
+        return fast_draw(params, s, sde, score_fn, shape, generator, device)
     if s.method == "ald":
         x, nfe = ald_sample(sde, score_fn, shape, n_steps_each=s.n_steps_each, step_lr=s.step_lr,
                             convention=s.step_convention, denoise=s.noise_removal, generator=generator,
@@ -195,3 +201,19 @@ def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor,
                      n_steps=s.n_steps_each, eps=sampling_eps(params, s), denoise=s.noise_removal,
                      generator=generator, probability_flow=s.probability_flow, order=s.order,
                      num_steps=s.num_steps, device=device)
+
+
+def fast_draw(params, s, sde: SDE, score_fn, shape, generator, device="cpu") -> tuple[torch.Tensor, int]:
+    """A fast sampler (`pipeline.fast_samplers`) with setting `s`: its grid defaults to names.DEFAULT_TIME_GRIDS, a
+    discretely trained model has its grid snapped to its levels, `noise_removal` returns x̂_0 at ε (one more NFE)."""
+    common = dict(num_steps=s.num_steps, eps=sampling_eps(params, s), rho=s.rho,
+                  time_grid=s.time_grid or names.DEFAULT_TIME_GRIDS[s.method], denoise=s.noise_removal,
+                  generator=generator, device=device, discrete=not params.training.continuous)
+    if s.method == "heun":
+        return heun_sample(sde, score_fn, shape, order=s.solver_order, s_churn=s.s_churn, s_tmin=s.s_tmin,
+                           s_tmax=s.s_tmax, s_noise=s.s_noise, **common)
+    if s.method == "dpm_solver":
+        return dpm_solver_sample(sde, score_fn, shape, order=s.solver_order, multistep=s.multistep, **common)
+    if s.method == "ddim":
+        return ddim_sample(sde, score_fn, shape, eta=s.eta, **common)
+    raise ValueError(f"unknown fast sampler {s.method!r}; expected one of {names.FAST_METHODS}")

@@ -20,6 +20,7 @@ STAGES = {m for m in MODULES if m.startswith("pipeline.stages")}
 LIBRARY = set(MODULES) - CLI - STAGES
 # Math on tensors and score functions: no files, no MLflow, no YAML, no params schema (docs/architecture.md).
 PURE = {"pipeline.sde", "pipeline.losses", "pipeline.predictors", "pipeline.correctors", "pipeline.sampling",
+        "pipeline.fast_samplers",
         "pipeline.likelihood", "pipeline.controllable", "pipeline.rng", "pipeline.scaling", "pipeline.mixtures",
         "pipeline.experiment", "pipeline.ema", "pipeline.models.layers", "pipeline.models.fir",
         "pipeline.models.unet", "pipeline.models.ddpm", "pipeline.models.mlp", "pipeline.models.refinenet",
