@@ -151,10 +151,12 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
         stages += dataset_stages(ds)
     for e in exps:
         stages += experiment_stages(e, suite)
-    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics]
-    controllable = [o for s in stages if s.kind == "controllable" for o in s.outs]
+    # the report reads the metrics, loss curves, sample folders (grid.png, info.json), controllable examples, the
+    # prepared training split (its grid of real images) and the evaluator's metrics.json (its time and accuracy)
+    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics + s.plots]
+    folders = [o for s in stages if s.kind in ("sample", "controllable", "prepare", "evaluator") for o in s.outs]
     stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
-                        deps=sorted(metric_files + controllable) + list(stage_code("report")), outs=[],
+                        deps=sorted(metric_files + folders) + list(stage_code("report")), outs=[],
                         uncached=[paths(suite, "", "")["report"]]))
     return stages
 

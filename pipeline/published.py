@@ -6,6 +6,13 @@ Tuples are (mean, std); a missing std means the paper printed none.
 
 DATASET = "cifar10"
 
+# The papers' evaluation protocol (docs/papers.md §8) and Table 3's checkpoint rule (§7): what a row must match for
+# its difference from the paper to mean anything.
+NUM_SAMPLES = 50000
+FEATURE_NET = "Inception-v3"
+CHECKPOINT_TABLE3 = "the checkpoint with the best FID"
+CHECKPOINT_TABLE2 = "the last checkpoint"
+
 # Score SDE, Table 3: sample quality (FID ↓, IS ↑), best-FID checkpoint, PC sampler, 50k samples. The NCSN, NCSNv2 and
 # DDPM rows are the numbers of their own papers as Table 3 quotes them. Row order = the paper's.
 TABLE3 = {

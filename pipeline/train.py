@@ -35,6 +35,7 @@ class TrainingDiverged(StageError):
 class TrainResult:
     step: int
     losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, EMA evaluation loss) every eval_freq
     final_loss: float = float("nan")
     ema_eval_loss: float = float("nan")
     seconds: float = 0.0
@@ -104,7 +105,8 @@ def valid_snapshots(folder: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=(), on_write=None) -> None:
+def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=(), on_write=None,
+                  eval_losses=()) -> None:
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
@@ -114,7 +116,9 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
         accelerator.save_state(str(tmp), safe_serialization=False)
         if on_write is not None:
             on_write(step, tmp)
-        torch.save({"step": step, "ema": ema.state_dict() if ema else None, "losses": torch.tensor(list(losses), dtype=torch.float64)},
+        torch.save({"step": step, "ema": ema.state_dict() if ema else None,
+                    "losses": torch.tensor(list(losses), dtype=torch.float64),
+                    "eval_losses": torch.tensor(list(eval_losses), dtype=torch.float64).reshape(-1, 2)},
                    tmp / "pipeline_state.pt")
         (tmp / "checksums.json").write_text(json.dumps(_checksums(tmp), indent=1))
     for _, old in valid_snapshots(folder)[keep:]:
@@ -167,6 +171,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
     result = TrainResult(step=start, resumed_from=start)
     if snaps and len(state.get("losses", ())):  # the loss curve before the resume point
         result.losses = [(int(s), float(v)) for s, v in state["losses"].tolist()]
+    if snaps and len(state.get("eval_losses", ())):
+        result.eval_losses = [(int(s), float(v)) for s, v in state["eval_losses"].tolist()]
 
     stop = {"sig": None}
     old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sig="SIGTERM"))
@@ -218,15 +224,17 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                     tracker.log_metrics({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                                          "grad_norm": float(grad_norm), "it_per_s": (step + 1 - start) / elapsed,
                                          "images_per_s": done_images / elapsed}, step=step + 1)
-            if ((step + 1) % t_cfg.eval_freq == 0 and tracker is not None and accelerator.is_main_process
-                    and eval_data is not None):  # the reference's evaluation loss, under the EMA weights
-                unwrapped = accelerator.unwrap_model(net)
-                tracker.log_metrics({"ema_eval_loss": evaluation_loss(params, unwrapped, ema, eval_data, loss_fn,
-                                                                      accelerator.device, n=64)}, step=step + 1)
+            if (((step + 1) % t_cfg.eval_freq == 0 or step + 1 == t_cfg.n_iters) and accelerator.is_main_process
+                    and eval_data is not None):  # the reference's evaluation loss, under the EMA weights (loss.csv)
+                value = evaluation_loss(params, accelerator.unwrap_model(net), ema, eval_data, loss_fn,
+                                        accelerator.device, n=64)
+                result.eval_losses.append((step + 1, value))
+                if tracker is not None:
+                    tracker.log_metrics({"ema_eval_loss": value}, step=step + 1)
                 net.train()
             if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
                 save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses,
-                              on_write=on_snapshot_write)
+                              on_write=on_snapshot_write, eval_losses=result.eval_losses)
                 if on_snapshot is not None and accelerator.is_main_process and not stop["sig"]:
                     on_snapshot(step + 1, accelerator.unwrap_model(net), ema)
             if stop["sig"]:

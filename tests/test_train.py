@@ -20,7 +20,8 @@ PARAMS = {
     "data": {"dataset": "digits", "image_size": 8, "num_channels": 1, "centered": True, "random_flip": True,
              "uniform_dequantization": True},
     "model": {"name": "mlp", "hidden": 64, "num_layers": 2, "ema_rate": 0.9, "dropout": 0.0},
-    "training": {"sde": "vpsde", "n_iters": 20, "batch_size": 16, "snapshot_freq": 5, "snapshot_keep": 2, "log_freq": 5},
+    "training": {"sde": "vpsde", "n_iters": 20, "batch_size": 16, "snapshot_freq": 5, "snapshot_keep": 2, "log_freq": 5,
+                 "eval_freq": 5},
     "optim": {"lr": 0.001, "warmup": 4, "grad_clip": 1.0},
     "eval": {"enable_bpd": False},
 }
@@ -74,6 +75,16 @@ def reference(tmp_path_factory, digits_root):
     root, f = _setup(tmp, digits_root)
     _train(root, f)
     return _weights(root), (root / "runs/unit/unit/loss.csv").read_text()
+
+
+def test_loss_csv_has_the_ema_evaluation_curve(reference):
+    """loss.csv: `step,loss,ema_eval_loss`, the EMA evaluation loss every eval_freq steps (without MLflow), blank
+    elsewhere; the resume tests below compare the whole file, so the curve also survives a resume."""
+    lines = reference[1].splitlines()
+    assert lines[0] == "step,loss,ema_eval_loss" and len(lines) == 21
+    rows = [ln.split(",") for ln in lines[1:]]
+    assert [int(r[0]) for r in rows if r[2]] == [5, 10, 15, 20]
+    assert all(float(r[2]) > 0 for r in rows if r[2])
 
 
 @pytest.mark.parametrize("fault", ["kill@7", "snapkill@10", "kill@15"])

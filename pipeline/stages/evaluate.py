@@ -5,6 +5,8 @@ when the weights file exists; otherwise they are reported as "not computed: weig
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -102,11 +104,12 @@ def run(args) -> int:
             nfe = z["nfe"].tolist()
     except (OSError, ValueError, KeyError) as e:
         raise StageError(f"{sample_file}: unreadable samples ({type(e).__name__}); rerun the sample stage") from None
+    t0 = time.perf_counter()
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe),
-                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(ctx, samples),
-                   "mlflow_run_id": tracker.run_id}
+                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(ctx, samples)}
+        metrics.update(seconds=round(time.perf_counter() - t0, 2), mlflow_run_id=tracker.run_id)
         flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception") for k, v in metrics[net].items()
                 if isinstance(v, dict) for s in ("mean", "std") if v.get(s) is not None}
         tracker.log_metrics(flat)

@@ -1,22 +1,28 @@
-"""`report`: the suite's paper-style tables (Markdown, LaTeX), figures and one static, self-contained index.html.
+"""`report`: the suite's paper-style tables (Markdown, LaTeX), figures, one self-contained index.html and its preview.
 
-reports/<suite>/: README.md (tables + figure links), tables.tex (booktabs), index.html (tables and every figure
-embedded as base64: opens from disk with no server), figures/*.png (sample grids per experiment and sampler,
-controllable-generation examples, training loss curves, FD/FID against NFE).
+reports/<suite>/: README.md (summary, tables, figure links, the browser check), tables.tex (booktabs), index.html
+(summary first; tables and every figure embedded as base64: opens from disk with no server), figures/*.png (a grid
+of training images per dataset beside the sample grids of every experiment and sampler, controllable-generation
+examples, training and EMA evaluation loss curves, FD/FID against NFE), and, where headless Chromium is installed,
+preview.png (the top of index.html at 1280 px) and render_check.json (the page measured at 1280 and 800 px: page
+width against window width, tables overflowing their box, images decoded, console errors).
 """
 from __future__ import annotations
 
-import base64
-import html
+import json
+import os
 import shutil
 from pathlib import Path
 
-from pipeline import atomic, figures, outputs, report, tracking
+import numpy as np
+
+from pipeline import atomic, browser, data, figures, grids, outputs, report, report_html, report_summary, report_tables, tracking
+from pipeline.errors import StageError
 from pipeline.stages.common import add_common_arguments
 
-INTRO = ("Ours: mean ± std over sampling seeds (bits/dim: ± standard error over test images). A comparison cell reads "
-         "\"ours; paper P; Δ ours - P\" with the published CIFAR-10 number (docs/papers.md §7); the difference is given only "
-         "for CIFAR-10 experiments with Inception-v3 metrics. \"not run\" marks stages without results.")
+WIDTHS = (1280, 800)
+PREVIEW = (1280, 1800)
+REAL_SEED = 0  # the training images of the real-data grid: a fixed draw from the prepared training split
 
 
 def add_arguments(p, name: str) -> None:
@@ -24,79 +30,134 @@ def add_arguments(p, name: str) -> None:
     p.add_argument("--suite", default="default", help="suite name (the `suite:` key of the params files)")
 
 
-def _figures(root: Path, exps: list[dict], fig_dir: Path) -> list[tuple[str, str, str]]:
-    """Copy / draw the figures into fig_dir; returns (section, caption, file name) in display order."""
-    out = []
+def real_grid(root: Path, dataset: str, png: Path, n_points: int) -> str:
+    """64 training images (8 per row, like the sample grids) drawn with REAL_SEED, or n_points 2-D points; returns
+    the caption. Raises StageError when the prepared data is missing."""
+    x, _ = data.load_split(root, dataset, "train")
+    points = x.dtype != np.uint8
+    n = min(len(x), n_points if points else 64)
+    idx = np.sort(np.random.default_rng(REAL_SEED).choice(len(x), size=n, replace=False))
+    grids.save_grid(png, x[idx], points)
+    what = "points" if points else "images"
+    return (f"training data: {n} {what} of the {report.dataset_name(dataset)} training split ({len(x):,}), drawn with "
+            f"seed {REAL_SEED}")
+
+
+def _loss_label(p) -> str:
+    t = p.training
+    dims = p.data.num_channels * p.data.image_size ** 2 if p.data.dataset not in ("gmm", "swiss_roll", "checkerboard") else 2
+    how = "mean" if t.reduce_mean else "½ × sum"
+    return f"{'DSM' if t.continuous else 'discrete'} loss per sample\n({how} over {dims} dims, unitless)"
+
+
+def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tuple[list[dict], list[str]]:
+    """Copy / draw the figures into fig_dir; returns (figures in display order, notes on what is missing)."""
+    figs, missing = [], []
+    for ds in datasets:
+        name = f"real-{ds}.png"
+        n_points = max(x["params"].eval.num_samples for x in exps if x["dataset"] == ds)
+        try:
+            caption = real_grid(root, ds, fig_dir / name, n_points)
+            figs.append({"section": report_html.SAMPLES, "kind": "real", "dataset": ds, "file": name, "caption": caption})
+        except StageError:
+            missing.append(f"No training-data grid for {report.dataset_name(ds)}: {datasets[ds]['prepared']} is missing "
+                           f"(run `python -m pipeline prepare --dataset {ds}`).")
     for x in exps:
         for sampler, s in x["samplers"].items():
             grid = root / s["samples"] / "grid.png"
             if grid.exists():
                 name = f"samples-{x['experiment']}-{sampler}.png"
                 shutil.copyfile(grid, fig_dir / name)
-                out.append(("Samples", f"{x['experiment']} / {sampler}: {report.sampler_label(s['settings'])}", name))
+                ev = s["eval"]
+                fd, fid = report.classifier(ev, "fd"), report.inception(ev, "fid")
+                q = (f"; FID {report.ours(fid)[2]}" if isinstance(fid, dict) else
+                     f"; FD {report.ours(fd)[2]}" if isinstance(fd, dict) else "")
+                figs.append({"section": report_html.SAMPLES, "kind": "grid", "dataset": x["dataset"],
+                             "experiment": x["experiment"], "file": name,
+                             "caption": f"{report.sampler_text(sampler, s['settings'])}; NFE {report.nfe_text(ev)}{q}"})
     for x in exps:
-        tasks = (x["controllable"] or {}).get("tasks") or {}
-        for task, info in tasks.items():
+        for task, info in ((x["controllable"] or {}).get("tasks") or {}).items():
             src = root / x["controllable_dir"] / f"{task}.png"
             if info.get("status") == "done" and src.exists():
                 name = f"{task}-{x['experiment']}.png"
                 shutil.copyfile(src, fig_dir / name)
                 what = "original | right half hidden | completion" if task == "inpainting" else "original | gray | colorized"
-                out.append(("Controllable generation", f"{x['experiment']} / {task} (rows: {what})", name))
-    curves = {x["experiment"]: figures.read_curve(root / x["loss_curve"]) for x in exps}
-    if any(curves.values()):
+                figs.append({"section": "Controllable generation", "kind": "example", "file": name,
+                             "caption": f"{x['experiment']} / {task} (rows: {what})"})
+    curves = {}
+    for x in exps:
+        c = figures.read_curve(root / x["loss_curve"])
+        if c["train"]:
+            p = x["params"]
+            curves[x["experiment"]] = {**c, "final": (x["train"] or {}).get("ema_eval_loss"), "ylabel": _loss_label(p),
+                                       "title": f"{x['experiment']}: {p.training.sde}, {p.model.name}",
+                                       "weights": "EMA weights" if p.training.use_ema else "weights"}
+    if curves:
         figures.loss_plot(fig_dir / "loss_curves.png", curves)
-        out.append(("Training", "training loss against step", "loss_curves.png"))
-    metric, pts = report.nfe_points(exps)
+        figs.append({"section": "Training", "kind": "plot", "file": "loss_curves.png",
+                     "caption": "Training loss per step (faint) and its moving average; the loss of the EMA weights on "
+                                "64 test images every training.eval_freq steps (loss.csv) and on 256 at the end "
+                                "(train_metrics.json). One panel per experiment: the losses' scales differ by SDE."})
+    metric, pts = report_tables.nfe_points(exps)
     if pts:
         figures.quality_vs_nfe(fig_dir / "quality_vs_nfe.png", pts, metric)
-        out.append(("Sample quality against NFE", f"{metric} against NFE, every (experiment, sampler)",
-                    "quality_vs_nfe.png"))
-    return out
+        figs.append({"section": "Sample quality against NFE", "kind": "plot", "file": "quality_vs_nfe.png",
+                     "caption": f"{metric} against NFE, every (experiment, sampler); bars: ± 1 std over sampling seeds."})
+    return figs, missing
 
 
-def _page(suite: str, tables: list[report.Table], figs: list[tuple[str, str, str]], fig_dir: Path) -> str:
-    body = [f"<h1>Report: suite {html.escape(suite)}</h1>", f"<p>{html.escape(INTRO)}</p>"]
-    body += [report.table_html(t) for t in tables]
-    for section in dict.fromkeys(s for s, _, _ in figs):
-        body.append(f"<h2>{html.escape(section)}</h2>")
-        for sec, caption, name in figs:
-            if sec != section:
-                continue
-            data = base64.b64encode((fig_dir / name).read_bytes()).decode()
-            cls = "plot" if section in ("Training", "Sample quality against NFE") else "grid"
-            body.append(f"<figure><img class='{cls}' alt='{html.escape(caption, quote=True)}' data-file='{name}' "
-                        f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:.5em}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;vertical-align:top}th{background:#f4f4f4}"
-             ".note{font-size:12px;color:#555}figure{display:inline-block;margin:8px;vertical-align:top}"
-             "figcaption{font-size:12px;max-width:420px}img.grid{width:400px;image-rendering:pixelated}"
-             "img.plot{max-width:700px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>score-repro: {html.escape(suite)}</title>"
-            f"<style>{style}</style></head><body>" + "".join(body) + "</body></html>\n")
+def _browser_footer(exe: str | None) -> str:
+    if exe:
+        return (f"preview.png: the top {PREVIEW[0]} × {PREVIEW[1]} px of this page in headless {browser.version(exe)}, "
+                f"written with the report; the page is measured at {' and '.join(map(str, WIDTHS))} px "
+                "(render_check.json, README.md).")
+    why = ("disabled by PIPELINE_CHROMIUM=off" if os.environ.get(browser.ENV_VAR, "").lower() == "off" else
+           f"Chromium was not found (apt-get install chromium, or set {browser.ENV_VAR}=/path/to/chrome)")
+    return f"No preview.png and no browser check: {why}."
 
 
-def build(root: Path, suite: str, out: Path) -> dict:
-    """Write the report into the (empty) folder `out`; returns what it holds (tables, figures)."""
+def check_text(checks: list[dict]) -> str:
+    """The browser check in one paragraph of README.md."""
+    parts = []
+    for c in checks:
+        if "error" in c:
+            parts.append(f"{c['width']} px: {c['error']}")
+            continue
+        over = [t["id"] or "?" for t in c["tables"] if t["overflow"] > 0]
+        parts.append(f"at {c['width']} px: page {c['scroll_width']} px wide in a {c['inner_width']} px window"
+                     f" ({'no' if c['scroll_width'] <= c['inner_width'] else 'a'} horizontal scroll), "
+                     + (f"tables wider than their box (they scroll inside it): {', '.join(over)}" if over
+                        else "every table fits") + f", images decoded {c['images_loaded']}/{c['images']}, "
+                     f"console errors {len(c['console_errors'])}" + (f" ({'; '.join(c['console_errors'][:3])})"
+                                                                     if c["console_errors"] else ""))
+    return "Browser check: " + "; ".join(parts) + "."
+
+
+def build(root: Path, suite: str, out: Path, use_browser: bool = True) -> dict:
+    """Write the report into the (empty) folder `out`; returns what it holds (tables, figures, browser checks)."""
     root = Path(root)
     exps = report.collect_experiments(root, suite)
-    tables = report.tables(exps)
+    datasets = report.collect_datasets(root, exps)
+    tables = report_tables.tables(exps)
+    summary = report_summary.summary(exps, datasets)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figs = _figures(root, exps, fig_dir)
-    md = [f"# Report: suite `{suite}`\n", INTRO + "\n"] + [report.table_markdown(t) for t in tables]
-    md.append("## Figures\n")
-    for section in dict.fromkeys(s for s, _, _ in figs):
-        md.append(f"### {section}\n")
-        md += [f"![{caption}](figures/{name})\n" for sec, caption, name in figs if sec == section]
-    if not figs:
-        md.append("No figures yet (no sample grids, loss curves or evaluated samplers).\n")
-    atomic.write_text(out / "README.md", "\n".join(md))
+    figs, missing = _figures(root, exps, datasets, fig_dir)
+    exe = browser.find() if use_browser else None
+    footer = _browser_footer(exe) if use_browser else "No preview.png and no browser check: not requested."
+    atomic.write_text(out / "index.html", report_html.page(suite, summary, tables, figs, fig_dir, missing, footer))
+    checks = []
+    if exe:
+        checks = [browser.check(out / "index.html", w, exe=exe) for w in WIDTHS]
+        atomic.write_json(out / "render_check.json", {"browser": browser.version(exe), "checks": checks})
+        shot = browser.screenshot(out / "index.html", out / "preview.png", *PREVIEW, exe=exe)
+        footer = ("![preview: the top of index.html](preview.png)\n\n" if shot else "preview.png: the screenshot failed. ") \
+            + check_text(checks)
+    atomic.write_text(out / "README.md", report_html.readme(suite, summary, tables, figs, missing, footer))
     tex = [f"% Report: suite {suite}. Generated by `python -m pipeline report --suite {suite}`; needs "
            "\\usepackage{booktabs}.\n"] + [report.table_latex(t) for t in tables]
     atomic.write_text(out / "tables.tex", "\n".join(tex))
-    atomic.write_text(out / "index.html", _page(suite, tables, figs, fig_dir))
-    return {"tables": tables, "figures": figs}
+    return {"tables": tables, "figures": figs, "checks": checks, "summary": summary}
 
 
 def run(args) -> int:
@@ -105,5 +166,9 @@ def run(args) -> int:
     with tracking.stage_run(root, suite, f"report-{suite}", "report") as tracker, atomic.atomic_dir(out) as tmp:
         built = build(root, suite, tmp)
         tracker.log_artifacts(tmp, "report")
-    print(f"report written to {out}: {len(built['tables'])} tables, {len(built['figures'])} figures")
+    bad = [c for c in built["checks"] if "error" in c or c["scroll_width"] > c["inner_width"] or c["console_errors"]
+           or c["images_loaded"] < c["images"]]
+    print(f"report written to {out}: {len(built['tables'])} tables, {len(built['figures'])} figures"
+          + (f"; browser check: {json.dumps(bad)}" if bad else "; browser check passed" if built["checks"] else
+             "; no browser check (Chromium not found)"))
     return 0

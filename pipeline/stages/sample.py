@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, grids, sampling, tracking
+from pipeline import atomic, checkpoint, grids, hardware, sampling, tracking
 from pipeline.config import ParamsError
 from pipeline.experiment import is_points
 from pipeline.progress import bar as tqdm
@@ -59,6 +59,7 @@ def run(args) -> int:
                     "num_samples": n, "num_seeds": p.eval.num_seeds, "seconds": round(seconds, 2),
                     "seconds_per_sample": seconds / (n * p.eval.num_seeds),
                     "ald_step_convention": s.step_convention if s.method == "ald" else None,
+                    "hardware": hardware.describe(),
                     "mlflow_run_id": tracker.run_id}
             atomic.write_json(tmp / "info.json", info)
         tracker.log_metrics({"nfe": info["nfe"], "seconds": seconds})

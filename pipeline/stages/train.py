@@ -1,4 +1,6 @@
-"""`train`: fit the experiment's score model; writes model.pt (plain + EMA weights), metrics and the loss curve."""
+"""`train`: fit the experiment's score model; writes model.pt (plain + EMA weights), metrics (with the hardware it ran
+on) and the loss curve: loss.csv, `step,loss,ema_eval_loss` with the EMA evaluation loss every training.eval_freq steps
+and at the last step (blank in the other rows)."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +8,7 @@ import json
 
 import torch
 
-from pipeline import atomic, checkpoint, data, tracking
+from pipeline import atomic, checkpoint, data, hardware, tracking
 from pipeline.models import check_params
 from pipeline.stages.common import add_common_arguments, load_context
 from pipeline.train import train
@@ -23,6 +25,13 @@ def load_training_data(ctx):
         x = x[: ctx.params.data.max_train]
     xt, _ = data.load_split(ctx.root, ctx.params.data.dataset, "test")
     return torch.from_numpy(x), torch.from_numpy(xt)
+
+
+def loss_csv(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float]]) -> str:
+    """`step,loss,ema_eval_loss`: one row per optimizer step, the EMA evaluation loss where it was computed."""
+    ev = dict(eval_losses)
+    return "step,loss,ema_eval_loss\n" + "".join(
+        f"{s},{v:.6g},{format(ev[s], '.6g') if s in ev else ''}\n" for s, v in losses)
 
 
 def run(args, on_step=None, on_snapshot_write=None) -> int:
@@ -61,9 +70,10 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
             checkpoint.save(tmp / "model.pt", ckpt)
         metrics = {"step": res.step, "final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
                    "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2),
-                   "resumed_from": res.resumed_from, "mlflow_run_id": tracker.run_id if tracker else None}
+                   "resumed_from": res.resumed_from, "hardware": hardware.describe(accelerator.num_processes),
+                   "mlflow_run_id": tracker.run_id if tracker else None}
         atomic.write_json(ctx.path("train_metrics"), metrics)
-        atomic.write_text(ctx.path("loss_curve"), "step,loss\n" + "".join(f"{s},{v:.6g}\n" for s, v in res.losses))
+        atomic.write_text(ctx.path("loss_curve"), loss_csv(res.losses, res.eval_losses))
         if tracker is not None:
             tracker.log_metrics({"final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss})
             tracker.log_artifact(ctx.path("loss_curve"))
