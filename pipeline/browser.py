@@ -24,7 +24,8 @@ _PROBE = """<script>
 window.__probe_errors = [];
 addEventListener('error', function (e) {
   var t = e.target, src = t && (t.src || t.href);
-  __probe_errors.push(src ? 'failed to load: ' + String(src).slice(0, 80) : String(e.message));
+  src = src && (/^data:/.test(src) ? 'a data: URI of ' + src.length + ' characters' : String(src).split('/').pop());
+  __probe_errors.push(src ? 'failed to load: ' + src : String(e.message));
 }, true);
 (function () { var o = console.error; console.error = function () {
   __probe_errors.push([].slice.call(arguments).join(' ')); o.apply(console, arguments); }; })();

@@ -29,6 +29,7 @@ STYLE = (
     "gap:.25em 1em;margin:.4em 0;font-size:13px}.summary dt{font-weight:600}.summary dd{margin:0}"
     ".summary ul{font-size:13px;margin:.2em 0;padding-left:1.3em}.cmp{display:flex;gap:14px;align-items:flex-start}"
     ".cmp .real{position:sticky;top:0;background:#fff;flex:none;padding-top:.3em}.cmp .exps{flex:1;min-width:0}"
+    ".exp{display:inline-block;vertical-align:top;margin-right:14px}"
     "figure{display:inline-block;margin:4px 10px 10px 0;vertical-align:top}figcaption{font-size:12px;max-width:256px}"
     "img.grid{width:256px;height:auto;image-rendering:pixelated;border:1px solid #ccc}"
     "img.example{width:512px;max-width:100%;height:auto;image-rendering:pixelated;border:1px solid #ccc}"

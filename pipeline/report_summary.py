@@ -122,19 +122,22 @@ def headline(exps: list[dict]) -> Table:
         name = x["default_sampler"]
         ev = x["samplers"][name]["eval"]
         fid, fd = inception(ev, "fid"), classifier(ev, "fd")
-        main = (f"FID {ours(fid)[2]}" if isinstance(fid, dict) else f"FD {ours(fd)[2]} (classifier)" if isinstance(fd, dict)
-                else NOT_RUN)
+        seeds = f", {ev['num_seeds']} seeds" if ev and ev.get("num_seeds") else ""
+        main = (f"FID {ours(fid)[2]} (Inception-v3{seeds})" if isinstance(fid, dict) else
+                f"FD {ours(fd)[2]} (classifier{seeds})" if isinstance(fd, dict) else NOT_RUN)
         if x["likelihood"] and x["likelihood"].get("bpd"):
             main += f"; {ours(x['likelihood']['bpd'], 'stderr')[2]} bits/dim"
-        seeds = (ev or {}).get("num_seeds")
         paper = published.TABLE3.get(x["experiment"]) or published.NCSN_TABLE1.get(x["experiment"])
         p = f"{paper['model']}: FID {number(paper['fid'])}" if paper and paper.get("fid") is not None else NO_PAPER
         tr = x["train"]
         trained = f"{tr['step']:,} steps × batch {x['params'].training.batch_size}" if tr and tr.get("step") else NOT_RUN
         rows.append([x["experiment"], dataset_name(x["dataset"]), trained, sampler_text(name, x["samplers"][name]["settings"]),
-                     nfe_text(ev), main + (f" ({seeds} seeds)" if seeds else ""), p])
-    return Table("headline", "Headline numbers", ["experiment", "data", "training", "default sampler", "NFE",
-                 "ours (mean ± std over seeds)", f"paper ({PAPER_DATA}, Inception-v3)"], rows)
+                     nfe_text(ev), main, p])
+    head = ["experiment", "data", "training", "default sampler", "NFE", "ours (mean ± std over seeds)",
+            f"paper ({PAPER_DATA}, Inception-v3)"]
+    if len({x["dataset"] for x in exps}) == 1:  # one dataset: "What ran" names it
+        head, rows = head[:1] + head[2:], [r[:1] + r[2:] for r in rows]
+    return Table("headline", "Headline numbers", head, rows)
 
 
 def not_comparable(exps: list[dict]) -> list[str]:
