@@ -201,6 +201,13 @@ class Params(_Block):
         return self
 
     # --- derived views --------------------------------------------------------------------------------------
+    def controllable_sampler(self) -> SamplingConfig:
+        """The controllable stage's PC sampler: `sampling` when it is one, else the paper's controllable-generation
+        sampler (Score SDE App. I): reverse diffusion + one Langevin step, r = 0.16."""
+        if self.sampling.method == "pc":
+            return self.sampling
+        return SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16)
+
     def sampler_settings(self) -> dict[str, SamplingConfig]:
         """The experiment's samplers: `sampling` under its method's name, then each `samplers.NAME` override."""
         out = {self.sampling.method: self.sampling}
@@ -275,10 +282,9 @@ def check_samplers(params: Params, path: str) -> None:
         raise ParamsError(path, f"samplers.{params.sampling.method}",
                           "this name is taken by the default sampler (sampling.method)")
     sde = params.training.sde
-    if params.eval.controllable:  # the controllable stage's PC sampler: `sampling` if PC, else reverse diffusion + Langevin
-        pc = params.sampling if params.sampling.method == "pc" else SamplingConfig(predictor="reverse_diffusion",
-                                                                                  corrector="langevin")
-        _check_ddpm_steps(params, pc, params.eval.controllable_steps, "eval.controllable_steps", path)
+    if params.eval.controllable:
+        _check_ddpm_steps(params, params.controllable_sampler(), params.eval.controllable_steps,
+                          "eval.controllable_steps", path)
     for where, s in settings.items():
         _check_ddpm_steps(params, s, s.num_steps, f"{where}.num_steps", path)
         if s.method == "ald" and sde != "vesde":

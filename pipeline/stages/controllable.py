@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline import atomic, checkpoint, data, tracking
-from pipeline.config import ParamsError, SamplingConfig
+from pipeline.config import ParamsError
 from pipeline.controllable import pc_colorize, pc_inpaint
 from pipeline.experiment import is_points, make_sde, score_function
 from pipeline.rng import generator
@@ -21,18 +21,11 @@ from pipeline.sampling import sampling_eps
 from pipeline.scaling import to_model_range, to_unit
 from pipeline.stages.common import add_common_arguments, device, load_context
 
-# The paper's controllable-generation sampler (App. I): reverse diffusion + one Langevin step, r = 0.16. Used when the
-# experiment's own sampler is not a PC sampler (ODE, annealed Langevin).
-FALLBACK = SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16)
 NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this dataset has 1 channel"
 
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)
-
-
-def pc_settings(p) -> SamplingConfig:
-    return p.sampling if p.sampling.method == "pc" else FALLBACK
 
 
 def right_half_mask(shape) -> torch.Tensor:
@@ -63,7 +56,7 @@ def _mse(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor) -> float:
 
 def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tuple[dict, list[torch.Tensor] | None]:
     """Complete x0 (model range) for one task; returns (info, PNG rows in [0, 1]) or (info, None) if not applicable."""
-    s = pc_settings(p)
+    s = p.controllable_sampler()
     eps = sampling_eps(p, s)
     steps = p.eval.controllable_steps or sde.N
     info = {"status": "done", "num_images": int(x0.shape[0]), "num_steps": int(steps), "predictor": s.predictor,
