@@ -1,5 +1,5 @@
 """The report's tables, built from `pipeline.report`'s records and column blocks: Score SDE Tables 3, 2 and 1, NCSN
-Table 1, every sampler with every metric, the controllable-generation examples and the lineage of every number."""
+Table 1, every sampler with every metric, the papers' claims checked (`pipeline.report_claims`), the controllable-generation examples and the lineage of every number."""
 from __future__ import annotations
 
 from pipeline import published
@@ -31,6 +31,7 @@ from pipeline.report import (
     quality_blocks,
     sampler_text,
 )
+from pipeline.report_claims import claims_table
 
 
 def table3(exps: list[dict]) -> Table:
@@ -283,7 +284,7 @@ def lineage_table(exps: list[dict]) -> Table:
 def tables(exps: list[dict]) -> list[Table]:
     """Every table the suite has material for, in the report's order."""
     out = [table3(exps), table2(exps), table1(exps), ncsn_table(exps), all_samplers_table(exps),
-           controllable_table(exps), lineage_table(exps)]
+           claims_table(exps), controllable_table(exps), lineage_table(exps)]
     return [t for t in out if t is not None]
 
 

@@ -223,7 +223,7 @@ def test_other_dataset_is_not_compared(suite_root):
 def test_no_cell_is_blank_or_zero(suite_root):
     shutil.rmtree(suite_root / "runs")  # nothing run at all
     tabs = _tables(suite_root)
-    assert list(tabs) == ["table3", "table2", "table1", "ncsn", "samplers", "controllable", "lineage"]
+    assert list(tabs) == ["table3", "table2", "table1", "ncsn", "samplers", "claims", "controllable", "lineage"]
     for t in tabs.values():
         for row in t.rows:
             assert len(row) == len(t.columns), t.key
@@ -232,6 +232,7 @@ def test_no_cell_is_blank_or_zero(suite_root):
     assert all(r[3].startswith("not run") and r[4].startswith("not run") for r in tabs["table3"].rows)
     assert all(c == "not run" for r in tabs["samplers"].rows for c in r[3:])
     assert tabs["controllable"].rows[0][2:] == ["not run", "not run"]
+    assert all(r[2:] == ["not run", "not run"] for r in tabs["claims"].rows)
 
 
 def test_lineage_table_names_the_run_of_every_number(suite_root):
@@ -307,7 +308,7 @@ def test_report_stage_writes_tables_figures_and_one_html(suite_root, monkeypatch
     assert r"3.30 $\pm$ 0.02; paper 3.24 $\pm$ 0.02; $\Delta$ +0.06" in tex
     assert r"\multicolumn{2}{c}{paper: CIFAR-10, Inception-v3}" in tex
     page = (out / "index.html").read_text()
-    assert page.count("<table") == 8 and "src='figures/" not in page  # self-contained: no relative file links
+    assert page.count("<table") == 9 and "src='figures/" not in page  # self-contained: no relative file links
     for f in figs:
         assert base64.b64encode((out / "figures" / f).read_bytes()).decode() in page, f
     assert page.index("id='summary'") < page.index("id='table3'")  # the summary comes first
