@@ -1,5 +1,6 @@
 """The report's tables, built from `pipeline.report`'s records and column blocks: Score SDE Tables 3, 2 and 1, NCSN
-Table 1, every sampler with every metric, the papers' claims checked (`pipeline.report_claims`), the controllable-generation examples and the lineage of every number."""
+Table 1, every sampler with every metric, the papers' claims checked (`pipeline.report_claims`), the
+controllable-generation examples and the lineage of every number."""
 from __future__ import annotations
 
 from pipeline import published
