@@ -249,3 +249,38 @@ def test_bf16_trains_the_smoke_model_on_the_cpu(tmp_path, digits_root):  # noqa:
     # identical fp32 runs are bitwise equal (tests/test_train.py); bf16 matmuls move the weights by ~1e-3 of their
     # scale after 40 steps (measured 3.2e-3), far above float32 rounding and far below an O(1) training difference
     assert 1e-4 < rel < 3e-2, rel
+
+
+# --- the DAG: one command for any process count; the process count is the GPUs a cluster job asks for -----------------
+def test_the_dag_command_does_not_depend_on_the_process_count():
+    from pipeline import dag
+
+    raw = yaml.safe_load((ROOT / "params/smoke.yaml").read_text())
+    stages = {}
+    for n in (1, 4):
+        _, p = load_params(ROOT / "params/smoke.yaml", [f"training.num_processes={n}", f"eval.num_processes={n}"])
+        stages[n] = {s.name: s for s in dag.experiment_stages(dag.Experiment("smoke", "params/smoke.yaml", p, raw), "smoke")}
+    assert stages[1].keys() == stages[4].keys()
+    for name, s in stages[4].items():
+        assert s.cmd == stages[1][name].cmd  # `dvc exp run -S training.num_processes=8` needs no new dvc.yaml
+        assert s.processes == (4 if s.kind in ("train", "sample") else 1), name
+
+
+def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
+    """The Snakefile turns the process count into `gpu=N` (`--gpus=N`), on one node (profiles/slurm)."""
+    from e2e_util import copy_repo, run
+    from test_profiles import job_resources
+
+    repo = copy_repo(tmp_path / "repo")
+    f = repo / "params/smoke.yaml"
+    raw = yaml.safe_load(f.read_text())
+    raw["training"]["num_processes"], raw["eval"]["num_processes"] = 2, 4
+    f.write_text(yaml.safe_dump(raw))
+    r = run(["snakemake", "--profile", "profiles/slurm", "-n", "--config", "suite=smoke"], repo)
+    jobs = job_resources(r.stdout + r.stderr)
+    want = {"train": 2, "sample": 4, "evaluate": 1, "likelihood": 1, "controllable": 1}
+    for rule, res in jobs:
+        assert res["gpu"] == want.get(rule, 0), (rule, res)
+        if rule in ("train", "sample"):
+            assert res["nodes"] == 1, (rule, res)
+    assert {rule for rule, _ in jobs} >= {"train", "sample"}
