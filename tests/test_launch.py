@@ -284,3 +284,30 @@ def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
         if rule in ("train", "sample"):
             assert res["nodes"] == 1, (rule, res)
     assert {rule for rule, _ in jobs} >= {"train", "sample"}
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_stops_both_ranks_at_one_step_with_a_snapshot(tmp_path, digits_root):  # noqa: F811
+    """SLURM preemption of a 2-rank job: SIGTERM to the launching stage reaches both ranks (torchrun passes it on) at
+    slightly different times; they agree on the step to stop at (a collective flag), the main rank writes that
+    snapshot, and the stage exits 143. Without the agreement a rank went on into a backward pass whose peer had left
+    (gloo "Connection closed by peer"), measured before the fix."""
+    import signal
+    import time
+
+    root, f = _experiment(tmp_path, digits_root, training={"n_iters": 100000, "snapshot_freq": 50, "num_processes": 2})
+    env = venv_env({"OMP_NUM_THREADS": "1", "PIPELINE_TRACKING": "off"})
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--params", str(f), "--root", str(root),
+                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    first = root / UNIT / "snapshots/step_000000050"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out[-3000:]
+    assert "Traceback" not in out and "Connection closed" not in out, out[-3000:]
+    stopped = [int(line.split("at step ")[1].split(";")[0]) for line in out.splitlines() if "snapshot written at" in line]
+    assert len(stopped) == 1, out[-3000:]  # the main rank's message, once
+    assert (root / UNIT / f"snapshots/step_{stopped[0]:09d}/checksums.json").exists()
