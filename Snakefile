@@ -72,8 +72,9 @@ def rule_params(kind):
 
 def rule_resources(kind):
     """What a stage needs from a cluster node. Sizes (runtime, mem_mb, cpus_per_task) are site-specific and live in
-    the profile (profiles/slurm/config.yaml); whether a stage wants a GPU is a property of the stage."""
-    return {"gpu": 1 if kind in GPU_KINDS else 0}
+    the profile (profiles/slurm/config.yaml); whether a stage wants a GPU is a property of the stage, and how many is
+    its process count (training.num_processes / eval.num_processes: one rank per GPU, started by the stage)."""
+    return {"gpu": (lambda wc: stage(kind, wc).processes) if kind in GPU_KINDS else 0}
 
 
 # `all` only collects; `download` needs the internet, which compute nodes of a cluster often lack.

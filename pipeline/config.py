@@ -6,6 +6,7 @@ known model name that builds) is `pipeline.models.check_params`, run by the DAG 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -102,10 +103,38 @@ class TrainingConfig(_Block):
     snapshot_keep: int = Field(2, ge=1)
     log_freq: int = Field(50, ge=1)
     eval_freq: int = Field(100, ge=1)
+    # The one precision switch (pipeline/launch.py): bf16 autocast on CPU and GPU, fp16 on GPU only; accelerate/*.yaml
+    # set none, and the stage passes this value to the launcher it starts.
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = Field(1, ge=1)
     use_ema: bool = True
     snapshot_sampling: bool = True  # a sample grid to MLflow at every snapshot (reference key)
+    # Processes (ranks) of the train stage: > 1 re-launches `python -m pipeline train` through Accelerate (DDP; NCCL on
+    # GPUs, gloo on a CPU-only machine); batch_size stays the global batch. accelerate_config: an accelerate/*.yaml
+    # with the machine's other launch settings (gpu_ids, ...), None = none.
+    num_processes: int = Field(1, ge=1)
+    accelerate_config: Optional[str] = None
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, v):
+        return "no" if v is False else v  # YAML 1.1 reads an unquoted `no` as false
+
+    @field_validator("num_processes")
+    @classmethod
+    def _batch_splits(cls, v, info):
+        per = v * info.data.get("gradient_accumulation_steps", 1)
+        if info.data.get("batch_size", 0) % per:
+            raise ValueError(f"{v} processes x gradient_accumulation_steps {per // v} must divide training.batch_size "
+                             f"{info.data['batch_size']} (it is the global batch)")
+        return v
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _under_accelerate(cls, v):
+        if v is not None and not re.fullmatch(r"accelerate/[A-Za-z0-9_.-]+\.ya?ml", v):
+            raise ValueError("expected a file of the repository's accelerate/ folder, e.g. accelerate/multi_gpu.yaml")
+        return v
 
 
 class OptimConfig(_Block):
@@ -152,6 +181,7 @@ class EvalConfig(_Block):
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(64, ge=1)
     num_seeds: int = Field(1, ge=1)
+    num_processes: int = Field(1, ge=1)  # ranks of the sample stage (whole batches split over them; same samples)
     enable_bpd: bool = True
     bpd_num_repeats: int = Field(1, ge=1)
     bpd_max_images: Optional[int] = Field(None, ge=1)

@@ -34,6 +34,9 @@ class Stage:
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     uncached: list[str] = field(default_factory=list)  # outs tracked by git (reports)
+    # ranks the stage starts (training.num_processes, eval.num_processes; pipeline/launch.py): the GPUs the Snakefile
+    # asks for. The command is the same for any count: the stage launches its ranks itself.
+    processes: int = 1
 
     def all_outs(self) -> list[str]:
         return self.outs + self.persist + self.metrics + self.plots + self.uncached
@@ -100,7 +103,8 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
               deps=[base["prepared"], *stage_code("train")], outs=[base["train"]],
               params={e.path: _present(e.raw, ["seed", "data", "model", "training", "optim"])},
-              persist=[base["snapshots"]], metrics=[base["train_metrics"]], plots=[base["loss_curve"]]),
+              persist=[base["snapshots"]], metrics=[base["train_metrics"]], plots=[base["loss_curve"]],
+              processes=p.training.num_processes),
     ]
     sample_keys = ["seed", "sampling", "eval.num_samples", "eval.num_seeds", "eval.batch_size"]
     eval_keys = ["eval.feature_net", "eval.inception_weights", "eval.fid_mode"]
@@ -109,7 +113,8 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
         out.append(Stage(f"sample-{e.name}-{sampler}", "sample", {"suite": suite, "exp": e.name, "sampler": sampler},
                          cmd("sample", f" --sampler {sampler}"), deps=[base["train"], *stage_code("sample")],
-                         outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)}))
+                         outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)},
+                         processes=p.eval.num_processes))
         out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
                          cmd("evaluate", f" --sampler {sampler}"),
                          deps=[sp["samples"], base["evaluator"], *stage_code("evaluate")], outs=[],

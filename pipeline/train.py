@@ -232,13 +232,18 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 if tracker is not None:
                     tracker.log_metrics({"ema_eval_loss": value}, step=step + 1)
                 net.train()
-            if (step + 1) % t_cfg.snapshot_freq == 0 or stop["sig"]:
+            stopping = stop["sig"] is not None  # read once: the handler may fire during the snapshot below
+            if world > 1:  # all ranks stop at the same step: a SIGTERM reaches them at slightly different times
+                flag = torch.tensor(float(stopping), device=accelerator.device)
+                stopping = accelerator.reduce(flag, reduction="sum").item() > 0
+            if (step + 1) % t_cfg.snapshot_freq == 0 or stopping:
                 save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses,
                               on_write=on_snapshot_write, eval_losses=result.eval_losses)
-                if on_snapshot is not None and accelerator.is_main_process and not stop["sig"]:
+                if on_snapshot is not None and accelerator.is_main_process and not stopping:
                     on_snapshot(step + 1, accelerator.unwrap_model(net), ema)
-            if stop["sig"]:
-                accelerator.print(f"{stop['sig']}: snapshot written at step {step + 1}; rerun the same command to resume")
+            if stopping:
+                accelerator.print(f"{stop['sig'] or 'SIGTERM'}: snapshot written at step {step + 1}; rerun the same "
+                                  "command to resume")
                 raise SystemExit(143)
     finally:
         signal.signal(signal.SIGTERM, old_handler)

@@ -1,18 +1,23 @@
-"""`sample`: eval.num_samples samples per seed with one sampler setting; one .npz, a grid PNG, NFE and timing."""
+"""`sample`: eval.num_samples samples per seed with one sampler setting; one .npz, a grid PNG, NFE and timing.
+
+With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/launch.py). The batches of
+eval.batch_size samples are dealt out whole (`launch.shard`), each sample drawn from its own generator (pipeline/rng.py),
+gathered and written by the main process: 1 and N processes give the same samples."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, grids, hardware, sampling, tracking
+from pipeline import atomic, checkpoint, grids, hardware, launch, sampling, tracking
 from pipeline.config import ParamsError
 from pipeline.experiment import is_points
 from pipeline.progress import bar as tqdm
 from pipeline.rng import generator
 from pipeline.scaling import to_uint8
-from pipeline.stages.common import add_common_arguments, device, load_context
+from pipeline.stages.common import add_common_arguments, load_context
 
 
 def add_arguments(p, name: str) -> None:
@@ -27,29 +32,49 @@ def run(args) -> int:
     if args.sampler not in settings:
         raise ParamsError(ctx.params_path, f"samplers.{args.sampler}", f"no such sampler; this experiment has {list(settings)}")
     s = settings[args.sampler]
-    dev = device()
-    net = checkpoint.load_network(ctx.path("train") / "model.pt", device=dev)
+    n_proc = p.eval.num_processes
+    model_path = ctx.path("train") / "model.pt"
+    if launch.wants_launch(n_proc, None):
+        launch.check_request(ctx.root, n_proc, None, "eval.num_processes", ctx.params_path)
+        checkpoint.load_network(model_path)  # a missing or corrupt model is reported once, before any rank starts
+        return launch.relaunch(launch.stage_argv("sample", args, ["--sampler", args.sampler]), n_proc, "no", None,
+                               ctx.root)
+    from accelerate.state import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main = state.is_main_process
+    note = launch.check_world(state.num_processes, n_proc, "eval.num_processes", ctx.params_path)
+    if main and note:
+        print(note)
+    dev = state.device
+    net = checkpoint.load_network(model_path, device=dev)
     points = is_points(p)
     n, bs = p.eval.num_samples, p.eval.batch_size
-    out = []
-    nfes = []
+    # every (seed, first row) batch of the one-process run; this rank draws every num_processes-th one
+    mine = launch.shard([(k, b) for k in range(p.eval.num_seeds) for b in range(0, n, bs)],
+                        state.num_processes, state.process_index)
+    done = []
     t0 = time.perf_counter()
-    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"sample/{args.sampler}", s.model_dump()) as tracker:
-        bar = tqdm(total=n * p.eval.num_seeds, desc=f"sample {args.sampler}")
-        for k in range(p.eval.num_seeds):
-            chunks, nfe_k = [], []
-            for start in range(0, n, bs):
-                rows = range(start, min(n, start + bs))
-                gens = [generator(p.seed, "sample", k, i) for i in rows]  # one generator per sample index
-                with torch.no_grad():
-                    x, nfe = sampling.draw(p, s, net, len(rows), gens, dev)
-                chunks.append(x.float().cpu().numpy() if points else to_uint8(x, p.data.centered))
-                nfe_k.append(nfe)
-                bar.update(len(rows))
-            out.append(np.concatenate(chunks))
-            nfes.append(float(np.mean(nfe_k)))
+    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"sample/{args.sampler}", s.model_dump())
+               if main else contextlib.nullcontext())
+    with run_ctx as tracker:
+        bar = tqdm(total=sum(min(n, b + bs) - b for _, b in mine), disable=not main,
+                   desc=f"sample {args.sampler}" + (f" (rank 0 of {state.num_processes})" if state.num_processes > 1 else ""))
+        for k, start in mine:
+            rows = range(start, min(n, start + bs))
+            gens = [generator(p.seed, "sample", k, i) for i in rows]  # one generator per sample index
+            with torch.no_grad():
+                x, nfe = sampling.draw(p, s, net, len(rows), gens, dev)
+            done.append((k, start, x.float().cpu().numpy() if points else to_uint8(x, p.data.centered), nfe))
+            bar.update(len(rows))
         bar.close()
+        done = sorted(gather_object(done), key=lambda r: (r[0], r[1]))  # every rank's batches, in the 1-process order
         seconds = time.perf_counter() - t0
+        if not main:
+            return 0
+        out = [np.concatenate([r[2] for r in done if r[0] == k]) for k in range(p.eval.num_seeds)]
+        nfes = [float(np.mean([r[3] for r in done if r[0] == k])) for k in range(p.eval.num_seeds)]
         folder = ctx.path("samples", args.sampler)
         with atomic.atomic_dir(folder) as tmp:
             arr = np.stack(out)
@@ -59,7 +84,9 @@ def run(args) -> int:
                     "num_samples": n, "num_seeds": p.eval.num_seeds, "seconds": round(seconds, 2),
                     "seconds_per_sample": seconds / (n * p.eval.num_seeds),
                     "ald_step_convention": s.step_convention if s.method == "ald" else None,
-                    "hardware": hardware.describe(),
+                    "mixed_precision": "no",  # the samplers integrate in float32 (no autocast)
+                    "train_mixed_precision": p.training.mixed_precision,
+                    "hardware": hardware.describe(state.num_processes),
                     "mlflow_run_id": tracker.run_id}
             atomic.write_json(tmp / "info.json", info)
         tracker.log_metrics({"nfe": info["nfe"], "seconds": seconds})

@@ -1,6 +1,9 @@
 """`train`: fit the experiment's score model; writes model.pt (plain + EMA weights), metrics (with the hardware it ran
-on) and the loss curve: loss.csv, `step,loss,ema_eval_loss` with the EMA evaluation loss every training.eval_freq steps
-and at the last step (blank in the other rows)."""
+on, the process count and the precision) and the loss curve: loss.csv, `step,loss,ema_eval_loss` with the EMA
+evaluation loss every training.eval_freq steps and at the last step (blank in the other rows).
+
+With training.num_processes > 1 or training.accelerate_config the stage re-launches itself as that many ranks through
+Accelerate (pipeline/launch.py), so the DAG's one command gives DDP; training.mixed_precision is the precision."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +11,7 @@ import json
 
 import torch
 
-from pipeline import atomic, checkpoint, data, hardware, tracking
+from pipeline import atomic, checkpoint, data, hardware, launch, tracking
 from pipeline.models import check_params
 from pipeline.stages.common import add_common_arguments, load_context
 from pipeline.train import train
@@ -41,9 +44,23 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
     ctx = load_context(args)
     p = ctx.params
     check_params(p, ctx.params_path)
+    t = p.training
+    launch.check_precision(t.mixed_precision, ctx.params_path)
     train_x, test_x = load_training_data(ctx)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=p.training.mixed_precision)
+    if launch.wants_launch(t.num_processes, t.accelerate_config):
+        launch.check_request(ctx.root, t.num_processes, t.accelerate_config, "training.num_processes", ctx.params_path)
+        del train_x, test_x  # each rank loads its own copy
+        argv = launch.stage_argv("train", args, ["--no-progress"] if args.no_progress else [])
+        return launch.relaunch(argv, t.num_processes, t.mixed_precision, t.accelerate_config, ctx.root)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=t.mixed_precision)
     main = accelerator.is_main_process
+    note = launch.check_world(accelerator.num_processes, t.num_processes, "training.num_processes", ctx.params_path)
+    other = launch.launcher_mixed_precision(t.mixed_precision)
+    if main and note:
+        print(note)
+    if main and other:
+        print(f"warning: the launcher's mixed precision {other!r} is ignored: training.mixed_precision = "
+              f"{t.mixed_precision!r} is the switch")
     run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "train", p.model_dump(mode="json")) if main
                else contextlib.nullcontext())
     with run_ctx as tracker:
@@ -71,6 +88,7 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         metrics = {"step": res.step, "final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
                    "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2),
                    "resumed_from": res.resumed_from, "hardware": hardware.describe(accelerator.num_processes),
+                   "mixed_precision": accelerator.mixed_precision,
                    "mlflow_run_id": tracker.run_id if tracker else None}
         atomic.write_json(ctx.path("train_metrics"), metrics)
         atomic.write_text(ctx.path("loss_curve"), loss_csv(res.losses, res.eval_losses))
