@@ -178,8 +178,11 @@ def test_is_splits_above_num_samples_is_a_params_error(root, tmp_path, capsys):
 def test_feature_net_inception_without_weights_exits_2(root, tmp_path, capsys):
     test_x, _ = data.load_split(root, "digits", "test")
     _samples(root, "pc", test_x)
+    out = root / outputs.paths("unit", "unit", "digits", "pc")["eval"]
+    out.unlink(missing_ok=True)
     assert main(["evaluate", "--params", str(_params(tmp_path, feature_net="inception")), "--sampler", "pc",
                  "--root", str(root)]) == 2
+    assert not out.exists()  # failed before any work, nothing written
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "eval.feature_net" in err and "PIPELINE_INCEPTION_WEIGHTS" in err and "feature_net: classifier" in err

@@ -3,7 +3,7 @@
 Offline metrics use the dataset classifier (FD, KD, classifier IS). Inception-v3 FID / KID / IS are computed only
 when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted, and
 with `eval.feature_net: inception` (the headline FD is Inception FID) a missing weights file is an error (exit 2).
-Both Inception Scores follow `eval.is_splits` (docs/papers.md §7: one split for Score SDE, 10 for NCSN).
+Both Inception Scores follow `eval.is_splits` (docs/papers.md §8: one split for Score SDE, 10 for NCSN).
 """
 from __future__ import annotations
 
@@ -87,17 +87,26 @@ def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
         return z["mu"], z["sigma"], z["subset"]
 
 
+def inception_weights(ctx):
+    """The Inception-v3 weights file. Missing: InceptionWeightsMissing, or with eval.feature_net: inception (FID is
+    the headline, so required) a ParamsError naming the key and the fix (exit 2)."""
+    try:
+        return resolve_inception_weights(ctx.params.eval.inception_weights)
+    except InceptionWeightsMissing:
+        if ctx.params.eval.feature_net != "inception":
+            raise
+        raise ParamsError(ctx.params_path, "eval.feature_net", f"inception needs the Inception-v3 weights "
+                          f"{INCEPTION_FILENAME} (not found): set {INCEPTION_PARAM} or ${INCEPTION_ENV_VAR} to the "
+                          f"file (from {INCEPTION_URL}), or use eval.feature_net: classifier") from None
+
+
 def inception_metrics(ctx, samples: np.ndarray) -> dict:
     """FID / KID / IS on Inception-v3 (clean-fid's TorchScript port of the TF graph), or why they were not computed."""
     if samples.dtype != np.uint8:
         return {"status": "not applicable: 2-D points"}
     try:
-        weights = resolve_inception_weights(ctx.params.eval.inception_weights)
+        weights = inception_weights(ctx)
     except InceptionWeightsMissing as e:
-        if ctx.params.eval.feature_net == "inception":
-            raise ParamsError(ctx.params_path, "eval.feature_net", f"inception needs the Inception-v3 weights "
-                              f"{INCEPTION_FILENAME} (not found): set {INCEPTION_PARAM} or ${INCEPTION_ENV_VAR} to "
-                              f"the file (from {INCEPTION_URL}), or use eval.feature_net: classifier") from None
         print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
         return {"status": "not computed: weights missing", "how": " ".join(str(e).split())}
     device = stage_device()
@@ -128,6 +137,8 @@ def run(args) -> int:
             nfe = z["nfe"].tolist()
     except (OSError, ValueError, KeyError) as e:
         raise StageError(f"{sample_file}: unreadable samples ({type(e).__name__}); rerun the sample stage") from None
+    if p.eval.feature_net == "inception":
+        inception_weights(ctx)  # required: fail before any work
     t0 = time.perf_counter()
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
