@@ -6,6 +6,7 @@ import math
 from argparse import Namespace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import ROOT
@@ -149,3 +150,40 @@ def test_committed_suites_have_no_training_seeds():
     """The presets are single-seed: their DAG is what it was before the key existed."""
     for f in sorted((ROOT / "params").rglob("*.yaml")):
         assert "seeds" not in (yaml.safe_load(f.read_text()).get("training") or {}), f
+
+
+def test_replica_stages_train_and_sample_in_their_own_folders(tmp_path, monkeypatch):
+    """Through the CLI: `--training-seed` trains a different model (its seed: init and batches) into the replica's
+    run folder, and its sample stage writes that replica's samples."""
+    import torch
+
+    from pipeline import data
+    from pipeline.cli import main
+
+    monkeypatch.setenv("PIPELINE_TRACKING", "off")
+    data.download(tmp_path, "digits")
+    data.prepare(tmp_path, "digits")
+    f = _suite(tmp_path, seeds=[3, 5])
+    sets = ["--set", "training.n_iters=4", "--set", "training.snapshot_freq=4", "--set", "model.hidden=32",
+            "--set", "eval.num_samples=4", "--set", "eval.num_seeds=1", "--set", "sampling.num_steps=5",
+            "--set", "training.snapshot_sampling=false"]
+    weights, samples = {}, {}
+    for seed in (3, 5):
+        for stage in ("train", "sample"):
+            assert main([stage, "--params", str(f), "--training-seed", str(seed), "--root", str(tmp_path), *sets]
+                        + (["--sampler", "pc"] if stage == "sample" else [])) == 0
+        run = tmp_path / f"runs/unit/tiny-seed{seed}"
+        assert (run / "samples/pc/samples.npz").exists()
+        weights[seed] = torch.load(run / "train/model.pt", map_location="cpu", weights_only=False)
+        with np.load(run / "samples/pc/samples.npz") as z:
+            samples[seed] = z["images"]
+    assert not (tmp_path / "runs/unit/tiny").exists()
+    assert _differ(weights[3], weights[5]) and not np.array_equal(samples[3], samples[5])
+
+
+def _differ(a, b) -> bool:
+    import torch
+
+    if isinstance(a, dict):
+        return any(_differ(a[k], b[k]) for k in a)
+    return isinstance(a, torch.Tensor) and not torch.equal(a, b)
