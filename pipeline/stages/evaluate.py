@@ -53,7 +53,7 @@ def is_with_error(scores: list[tuple[float, float]], splits: int) -> dict:
     return {**out, "splits": splits, "split_std": split_std, "protocol": is_protocol(splits)}
 
 
-def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int) -> dict:
+def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1) -> dict:
     ref_file = ev_dir / "ref_stats.npz"
     if not ref_file.exists():
         return {"status": "not computed: this dataset has no classifier evaluator"}
