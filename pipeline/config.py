@@ -136,6 +136,17 @@ class TrainingConfig(_Block):
             raise ValueError("expected a file of the repository's accelerate/ folder, e.g. accelerate/multi_gpu.yaml")
         return v
 
+    # Error bars over training seeds: one model per seed, each trained, sampled and evaluated as the experiment with
+    # `seed: s` (run folder <exp>-seed<s>); the report shows mean ± std over them. None: the experiment's `seed` only.
+    seeds: Optional[list[int]] = Field(None, min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_valid(cls, v):
+        if v is not None and (len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"training seeds must be distinct non-negative integers, got {v}")
+        return v
+
 
 class OptimConfig(_Block):
     optimizer: Literal["Adam", "AdamW"] = "Adam"
@@ -188,7 +199,12 @@ class EvalConfig(_Block):
     bpd_estimator: Literal[BPD_ESTIMATORS] = "rademacher"  # type: ignore[valid-type]
     bpd_rtol: float = Field(1e-5, gt=0)  # probability-flow ODE tolerances for bits/dim (paper: 1e-5)
     bpd_atol: float = Field(1e-5, gt=0)
+    # The features of the headline FD: "classifier" the dataset classifier (Inception metrics are added when the
+    # weights exist); "inception" Inception-v3 FID, required: the evaluate stage exits 2 when the weights are missing.
     feature_net: Literal["classifier", "inception"] = "classifier"
+    # Inception Score protocol (classifier IS and Inception IS): mean ± std over this many splits of the samples.
+    # 1 (default): one score over all samples (TF-GAN, Score SDE); 10: Salimans et al. 2016 and NCSN.
+    is_splits: int = Field(1, ge=1)
     inception_weights: Optional[str] = None
     fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
     # Controllable generation examples (Score SDE Sec. 5): the `controllable` stage runs these tasks on a few test
@@ -366,7 +382,20 @@ def validate(raw: Any, path: str) -> Params:
     """The schema, then the sampler settings; raise ParamsError naming the first bad key."""
     params = validate_schema(raw, path)
     check_samplers(params, path)
+    check_eval(params, path)
     return params
+
+
+def check_eval(params: Params, path: str) -> None:
+    """Evaluation keys that depend on each other: every Inception Score split holds at least one sample; Inception
+    features exist for images only."""
+    e = params.eval
+    if e.feature_net == "inception" and params.data.dataset in TOY_DATASETS:
+        raise ParamsError(path, "eval.feature_net", "inception applies to images; 2-D points use feature_net: classifier "
+                          "(the points are their own features)")
+    if e.is_splits > e.num_samples:
+        raise ParamsError(path, "eval.is_splits", f"{e.is_splits} splits of eval.num_samples = {e.num_samples} samples "
+                          "leave a split empty; use at most num_samples splits")
 
 
 def load_params(path: str | Path, overrides: list[str] | None = None) -> tuple[str, Params]:

@@ -16,7 +16,7 @@ import yaml
 from pipeline.code_deps import stage_code
 from pipeline.config import Params, load_params
 from pipeline.models import check_params
-from pipeline.outputs import paths
+from pipeline.outputs import paths, replica_name
 
 PY = "python -m pipeline"
 
@@ -48,6 +48,7 @@ class Experiment:
     path: str  # params file, relative to the repository root
     params: Params
     raw: dict  # the file as written (tracked keys must exist in it for DVC)
+    cli: str = ""  # extra arguments of every stage command (a training-seed replica's `--training-seed S`)
 
 
 # --- discovery ------------------------------------------------------------------------------------------------
@@ -80,10 +81,15 @@ def suites(root: Path) -> list[str]:
     return sorted(out)
 
 
+# Keys only the DAG reads: no stage tracks them, so a group that holds one is tracked key by key without it (adding a
+# training seed adds that seed's stages and reruns no other).
+DAG_ONLY = ("training.seeds",)
+
+
 def _present(raw: dict, keys: list[str]) -> list[str]:
     """The dotted keys that exist in the file (DVC refuses to track a key the file does not contain)."""
     out = []
-    for key in keys:
+    for key in _without_dag_only(raw, keys):
         cur = raw
         for part in key.split("."):
             if not isinstance(cur, dict) or part not in cur:
@@ -94,11 +100,53 @@ def _present(raw: dict, keys: list[str]) -> list[str]:
     return out
 
 
+def _without_dag_only(raw: dict, keys: list[str]) -> list[str]:
+    """`keys` with each group that holds a DAG_ONLY key the file contains replaced by the group's other keys."""
+    out = []
+    for key in keys:
+        inner = [d for d in DAG_ONLY if d.startswith(key + ".") and _present_plain(raw, d)]
+        group = raw.get(key) if "." not in key else None
+        if inner and isinstance(group, dict):
+            out += [f"{key}.{k}" for k in group if f"{key}.{k}" not in inner]
+        else:
+            out.append(key)
+    return out
+
+
+def _present_plain(raw: dict, key: str) -> bool:
+    cur = raw
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
+
+
+def expand_training_seeds(exps: list[Experiment]) -> list[Experiment]:
+    """Each experiment with `training.seeds` as one replica per seed: the experiment with `seed: s`, named
+    `outputs.replica_name(name, s)` (its run folder and stage names), whose commands take `--training-seed s`.
+    A replica does not track `seed` (its command carries it). Experiments without the key are returned unchanged."""
+    out = []
+    for e in exps:
+        seeds = e.params.training.seeds
+        if not seeds:
+            out.append(e)
+            continue
+        raw = {k: v for k, v in e.raw.items() if k != "seed"}
+        out += [Experiment(replica_name(e.name, s), e.path, e.params.model_copy(update={"seed": s}), raw,
+                           cli=f" --training-seed {s}") for s in seeds]
+    names = [e.name for e in out]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"training-seed replicas clash with experiment names (file stems): {clash}; rename the file")
+    return out
+
+
 # --- stages ---------------------------------------------------------------------------------------------------
 def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
     p, ds = e.params, e.params.data.dataset
     base = paths(suite, e.name, ds)
-    cmd = lambda stage, extra="": f"{PY} {stage} --params {e.path}{extra}"  # noqa: E731
+    cmd = lambda stage, extra="": f"{PY} {stage} --params {e.path}{e.cli}{extra}"  # noqa: E731
     out = [
         Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
               deps=[base["prepared"], *stage_code("train")], outs=[base["train"]],
@@ -107,7 +155,7 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
               processes=p.training.num_processes),
     ]
     sample_keys = ["seed", "sampling", "eval.num_samples", "eval.num_seeds", "eval.batch_size"]
-    eval_keys = ["eval.feature_net", "eval.inception_weights", "eval.fid_mode"]
+    eval_keys = ["eval.feature_net", "eval.inception_weights", "eval.fid_mode", "eval.is_splits"]
     for sampler in p.sampler_settings():
         sp = paths(suite, e.name, ds, sampler)
         variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
@@ -154,7 +202,7 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
     stages: list[Stage] = []
     for ds in sorted({e.params.data.dataset for e in exps}):
         stages += dataset_stages(ds)
-    for e in exps:
+    for e in expand_training_seeds(exps):
         stages += experiment_stages(e, suite)
     # the report reads the metrics, loss curves, sample folders (grid.png, info.json), controllable examples, the
     # prepared training split (its grid of real images) and the evaluator's metrics.json (its time and accuracy)

@@ -3,6 +3,12 @@ runs/<suite>/<experiment>/..., reports/<suite>. The DAG and the stages both read
 from __future__ import annotations
 
 
+def replica_name(exp: str, seed: int) -> str:
+    """The run name of experiment `exp` trained with training seed `seed` (`training.seeds`): its run folder
+    runs/<suite>/<exp>-seed<seed> and DAG stage names (train-<exp>-seed<seed>, ...)."""
+    return f"{exp}-seed{seed}"
+
+
 def run_dir(suite: str, exp: str) -> str:
     return f"runs/{suite}/{exp}"
 

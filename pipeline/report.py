@@ -22,8 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import dag, outputs, published
+from pipeline import dag, outputs, published, report_seeds
 from pipeline.metrics.inception import INCEPTION_ENV_VAR, INCEPTION_FILENAME, INCEPTION_PARAM
+from pipeline.metrics.inception_score import is_protocol
 from pipeline.report_render import Table, latex, markdown, table_html, table_latex, table_markdown, tex_escape
 
 __all__ = ["Table", "latex", "markdown", "table_html", "table_latex", "table_markdown", "tex_escape"]  # re-exported
@@ -60,21 +61,30 @@ def collect_experiments(root: Path, suite: str) -> list[dict]:
     the sample stage's info.json."""
     out = []
     for e in dag.experiments(root, suite):
-        ds = e.params.data.dataset
-        base = outputs.paths(suite, e.name, ds)
-        samplers = {}
-        for sampler, s in e.params.sampler_settings().items():
-            sp = outputs.paths(suite, e.name, ds, sampler)
-            samplers[sampler] = {"settings": s, "eval": _load(root / sp["eval"]), "samples": sp["samples"],
-                                 "info": _load(root / sp["samples"] / "info.json")}
-        ctrl_dir = root / base["controllable"]
-        out.append({"experiment": e.name, "dataset": ds, "params": e.params, "sde": e.params.training.sde,
-                    "default_sampler": next(iter(samplers)), "samplers": samplers,
-                    "train": _load(root / base["train_metrics"]), "loss_curve": base["loss_curve"],
-                    "likelihood": _load(root / base["likelihood"]) if e.params.eval.enable_bpd else None,
-                    "controllable": _load(ctrl_dir / "info.json") if e.params.eval.controllable else None,
-                    "controllable_dir": base["controllable"]})
+        if e.params.training.seeds:  # one record from the replicas': error bars over training seeds
+            replicas = [_collect_run(root, suite, r.name, r.params) for r in dag.expand_training_seeds([e])]
+            out.append(report_seeds.combine_records(e.name, e.params, replicas))
+        else:
+            out.append(_collect_run(root, suite, e.name, e.params))
     return out
+
+
+def _collect_run(root: Path, suite: str, name: str, params) -> dict:
+    """The record of one run folder runs/<suite>/<name>."""
+    ds = params.data.dataset
+    base = outputs.paths(suite, name, ds)
+    samplers = {}
+    for sampler, s in params.sampler_settings().items():
+        sp = outputs.paths(suite, name, ds, sampler)
+        samplers[sampler] = {"settings": s, "eval": _load(root / sp["eval"]), "samples": sp["samples"],
+                             "info": _load(root / sp["samples"] / "info.json")}
+    ctrl_dir = root / base["controllable"]
+    return {"experiment": name, "dataset": ds, "params": params, "sde": params.training.sde,
+            "default_sampler": next(iter(samplers)), "samplers": samplers,
+            "train": _load(root / base["train_metrics"]), "loss_curve": base["loss_curve"],
+            "likelihood": _load(root / base["likelihood"]) if params.eval.enable_bpd else None,
+            "controllable": _load(ctrl_dir / "info.json") if params.eval.controllable else None,
+            "controllable_dir": base["controllable"]}
 
 
 def collect_datasets(root: Path, exps: list[dict]) -> dict[str, dict]:
@@ -116,6 +126,23 @@ def ours(stat, key: str = "std") -> tuple[float | None, float | None, str]:
         return None, None, NOT_RUN
     err = stat.get(key)
     return stat["mean"], err, number(stat["mean"], err)
+
+
+def ours_cell(stat, key: str) -> str:
+    """Our value of metric `key`: an Inception Score over several splits shows ± its std over splits (the protocol of
+    eval.is_splits, as NCSN reports it); every other number ± its std over seeds."""
+    split = key == "is" and isinstance(stat, dict) and stat.get("split_std") is not None
+    return ours(stat, "split_std" if split else "std")[2]
+
+
+def is_protocol_note(exps: list[dict]) -> str:
+    """Which Inception Score protocol (eval.is_splits) each experiment's IS uses, in one sentence."""
+    groups: dict[int, list[str]] = {}
+    for x in exps:
+        groups.setdefault(x["params"].eval.is_splits, []).append(x["experiment"])
+    if len(groups) == 1:
+        return f" IS (eval.is_splits): {is_protocol(next(iter(groups)))}, every experiment."
+    return " IS (eval.is_splits): " + "; ".join(f"{is_protocol(k)}: {', '.join(v)}" for k, v in sorted(groups.items())) + "."
 
 
 def cell(stat, paper: tuple[float, float | None] | None, comparable: bool, key: str = "std") -> str:
@@ -259,9 +286,9 @@ def quality_blocks(items: list[tuple[dict, dict | None]], keys: tuple[str, ...],
 
     Inception columns are shown when a row has them; when results exist and none has them they are dropped and the
     reason said once (`above`); before anything has run, shown where an experiment's eval.feature_net is inception.
-    Classifier columns: shown where a row has them but no Inception value; before anything has run, where
-    feature_net is classifier. Δ: only rows on the paper's dataset with Inception values. Returns (ours blocks,
-    paper block, Δ block, above)."""
+    Classifier columns: shown where a row has them and no Inception value or eval.feature_net: classifier (its
+    headline); before anything has run, where feature_net is classifier. Δ: only rows on the paper's dataset with
+    Inception values. Returns (ours blocks, paper block, Δ block, above)."""
     labels = {**LABELS, **(labels or {})}
     paper_keys = paper_keys or keys
     evs = [ev for _, ev in items]
@@ -269,9 +296,9 @@ def quality_blocks(items: list[tuple[dict, dict | None]], keys: tuple[str, ...],
     inc_state, inc_reason = availability(evs, "inception", keys[0])
     cl_state, cl_reason = availability(evs, "classifier", OFFLINE[keys[0]])
     show_inc = inc_state == "some" or (inc_state == "pending" and "inception" in nets)
-    show_cl = (cl_state == "some" and any(isinstance(classifier(ev, OFFLINE[keys[0]]), dict)
-                                          and not isinstance(inception(ev, keys[0]), dict) for ev in evs)) \
-        or (cl_state == "pending" and "classifier" in nets)
+    show_cl = (cl_state == "some" and any(isinstance(classifier(ev, OFFLINE[keys[0]]), dict) and (
+        not isinstance(inception(ev, keys[0]), dict) or x["params"].eval.feature_net == "classifier")
+        for x, ev in items)) or (cl_state == "pending" and "classifier" in nets)
     above = []
     if inc_state == "none":
         above.append(missing_note("inception", inc_reason, what))
@@ -281,11 +308,11 @@ def quality_blocks(items: list[tuple[dict, dict | None]], keys: tuple[str, ...],
     ours_blocks = []
     if show_inc:  # a metric of the family that no row has (e.g. no IS) is left out too
         ours_blocks.append(Block("ours", f"ours: {data}, Inception-v3",
-                                 [(labels[k], [ours(inception(ev, k))[2] for ev in evs]) for k in keys
+                                 [(labels[k], [ours_cell(inception(ev, k), k) for ev in evs]) for k in keys
                                   if availability(evs, "inception", k)[0] != "none"]))
     if show_cl:
         ours_blocks.append(Block("ours", f"ours: {data}, dataset classifier",
-                                 [(OFFLINE_LABELS[OFFLINE[k]], [ours(classifier(ev, OFFLINE[k]))[2] for ev in evs])
+                                 [(OFFLINE_LABELS[OFFLINE[k]], [ours_cell(classifier(ev, OFFLINE[k]), k) for ev in evs])
                                   for k in keys if availability(evs, "classifier", OFFLINE[k])[0] != "none"]))
     paper = Block(f"paper ({PAPER_DATA})", f"paper: {PAPER_DATA}, Inception-v3",
                   [(labels[k], [number(*p) if (p := _paper(paper_of(x), k)) else NO_PAPER for x, _ in items])

@@ -115,14 +115,17 @@ def timing(exps: list[dict], datasets: dict[str, dict]) -> str:
 
 
 def headline(exps: list[dict]) -> Table:
-    """One row per experiment: its default sampler's main number (FID where computed, else the dataset classifier's
-    FD), bits/dim where computed, and the paper's number for the same model with its dataset."""
+    """One row per experiment: its default sampler's main number (eval.feature_net's: FID, or the dataset
+    classifier's FD; FD where FID is missing), bits/dim where computed, and the paper's number for the same model with its dataset."""
     rows = []
     for x in exps:
         name = x["default_sampler"]
         ev = x["samplers"][name]["eval"]
         fid, fd = inception(ev, "fid"), classifier(ev, "fd")
         seeds = f", {ev['num_seeds']} seeds" if ev and ev.get("num_seeds") else ""
+        seeds = f", {ev['training_seeds']} training seeds" if ev and ev.get("training_seeds") else seeds
+        if x["params"].eval.feature_net == "classifier" and isinstance(fd, dict):
+            fid = None  # eval.feature_net: the headline is the dataset classifier's FD
         main = (f"FID {ours(fid)[2]} (Inception-v3{seeds})" if isinstance(fid, dict) else
                 f"FD {ours(fd)[2]} (classifier{seeds})" if isinstance(fd, dict) else NOT_RUN)
         if x["likelihood"] and x["likelihood"].get("bpd"):

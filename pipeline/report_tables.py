@@ -23,6 +23,7 @@ from pipeline.report import (
     delta,
     fmt,
     inception,
+    is_protocol_note,
     missing_note,
     nfe_text,
     number,
@@ -33,6 +34,7 @@ from pipeline.report import (
     sampler_text,
 )
 from pipeline.report_claims import claims_table
+from pipeline.report_seeds import seeds_note
 
 
 def table3(exps: list[dict]) -> Table:
@@ -286,7 +288,15 @@ def tables(exps: list[dict]) -> list[Table]:
     """Every table the suite has material for, in the report's order."""
     out = [table3(exps), table2(exps), table1(exps), ncsn_table(exps), all_samplers_table(exps),
            claims_table(exps), controllable_table(exps), lineage_table(exps)]
-    return [t for t in out if t is not None]
+    out = [t for t in out if t is not None]
+    for t in out:  # the IS protocol of each experiment, and where error bars are over training seeds
+        if t.key in ("table3", "ncsn", "samplers"):
+            t.note += is_protocol_note(exps) + (" Table cells with several splits: ± std over splits."
+                                                if t.key != "samplers" and any(x["params"].eval.is_splits > 1
+                                                                               for x in exps) else "")
+        if t.key in ("table3", "table2", "table1", "ncsn", "samplers", "lineage"):
+            t.note += seeds_note(exps)
+    return out
 
 
 # --- FD / FID against NFE ---------------------------------------------------------------------------------------------

@@ -68,3 +68,26 @@ def test_parser_reads_rules():
               "Shell command: python -m pipeline prepare --dataset digits\n")
     assert snakemake_jobs("x\n" + sample) == [{"rule": "prepare", "input": ["a", "b"], "output": ["c"],
                                                 "cmd": "python -m pipeline prepare --dataset digits"}]
+
+
+def test_training_seeds_dvc_yaml_equals_snakefile(repo):
+    """A suite with `training.seeds`: one replica per seed in both front ends (same stage names, commands, inputs,
+    outputs), and DVC accepts the keys each replica tracks."""
+    raw = yaml.safe_load((repo / "params/smoke.yaml").read_text())
+    raw.update(suite="seeds", training={**raw["training"], "seeds": [3, 5]})
+    raw["eval"].pop("controllable")
+    (repo / "params/seeds").mkdir(exist_ok=True)
+    (repo / "params/seeds/tiny.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(["python", "-m", "pipeline", "dag", "--suite", "seeds"], repo)
+    from_dvc = dvc_stages(repo / "pipelines/seeds/dvc.yaml")
+    assert {s["name"] for s in from_dvc if s["rule"] == "train"} == {"train-tiny-seed3", "train-tiny-seed5"}
+    r = run(["snakemake", "-n", "-p", "--forceall", "-c1", "--config", "suite=seeds"], repo)
+    key = lambda j: (j["rule"], j["cmd"], tuple(j["input"]), tuple(j["output"]))  # noqa: E731
+    assert sorted(map(key, snakemake_jobs(r.stdout + r.stderr))) == sorted(map(key, from_dvc))
+    smoke, aside = repo / "pipelines/smoke/dvc.yaml", repo / "smoke-dvc.yaml.aside"
+    smoke.rename(aside)  # the smoke suite declares the same digits data stages; DVC refuses two owners of an output
+    try:
+        status = run(["dvc", "status", "pipelines/seeds/dvc.yaml:train-tiny-seed5"], repo)
+    finally:
+        aside.rename(smoke)
+    assert "train-tiny-seed5" in status.stdout and "ERROR" not in status.stderr

@@ -156,6 +156,8 @@ def test_every_published_row_has_a_cifar10_preset_with_the_paper_protocol():
         _, p = load_params(ROOT / f"params/cifar10/{name}.yaml")
         assert (p.suite, p.data.dataset, p.data.num_channels, p.data.image_size) == ("cifar10", "cifar10", 3, 32), name
         assert (p.eval.num_samples, p.eval.feature_net, p.eval.fid_mode) == (50000, "inception", "legacy_tensorflow"), name
+        # IS protocol: NCSN's 10 splits (mean ± std), Score SDE's one split over all samples (TF-GAN)
+        assert p.eval.is_splits == (10 if name in ("ncsn", "ncsnv2") else 1), name
         if name in published.TABLE2:
             odes = [s for s in p.sampler_settings().values() if s.method == "ode"]
             assert p.eval.enable_bpd and p.eval.bpd_num_repeats == 5, name
@@ -317,3 +319,39 @@ def test_report_stage_writes_tables_figures_and_one_html(suite_root, monkeypatch
 def test_latex_escaping():
     assert report.tex_escape("a_b & 50% ± Δ {x} #1 —") == r"a\_b \& 50\% $\pm$ $\Delta$ \{x\} \#1 ---"
     _tex_ok(report.latex(["a_b", "c"], [["{", "}"]], caption="t", label="x"))
+
+
+def test_is_protocol_of_each_experiment_and_split_std_cells(suite_root):
+    """The tables say which IS protocol each experiment uses; an IS over 10 splits shows ± its std over splits."""
+    f = suite_root / "runs/cifar10/ncsn/eval/ald.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({"nfe": _stat(1001, 0.0), "num_samples": 50000, "num_seeds": 1,
+                             "inception": {"status": "computed", "fid": {"mean": 30.0, "std": None, "n": 1},
+                                           "is": {"mean": 8.0, "std": None, "n": 1, "splits": 10, "split_std": 0.25,
+                                                  "protocol": "mean ± std over 10 splits"}},
+                             "classifier": {"status": "not computed: this dataset has no classifier evaluator"}}))
+    tabs = _tables(suite_root)
+    assert tabs["ncsn"].rows[0][4:6] == ["8.00 ± 0.25", "30.00"]  # IS ± std over splits; FID of one seed
+    note = tabs["table3"].note
+    assert "mean ± std over 10 splits (Salimans et al. 2016, as NCSN): ncsn" in note
+    assert "one split over all samples (TF-GAN, as Score SDE): ddpm, ddpm_ve, ddpmpp_cont_vp, ncsnpp_cont" in note
+    assert "is_splits" in tabs["ncsn"].note and "is_splits" in tabs["samplers"].note
+    fm = _tables(suite_root, "fm")["samplers"].note
+    assert "IS (eval.is_splits): one split over all samples (TF-GAN, as Score SDE), every experiment." in fm
+
+
+def test_feature_net_selects_the_headline_columns(suite_root):
+    """With Inception values present, eval.feature_net: classifier keeps the classifier FD as a headline column."""
+    fm = yaml.safe_load((suite_root / "params/fm/ncsnpp_cont.yaml").read_text())
+    _eval(suite_root, "fm", "ncsnpp_cont", "pc", 100, fid=(40.0, 1.0), fd=(12.0, 0.5))
+    assert fm["eval"].get("feature_net", "classifier") == "classifier"
+    t3 = _tables(suite_root, "fm")["table3"]
+    assert [g[1] for g in t3.groups][1:3] == ["ours: Fashion-MNIST, Inception-v3", "ours: Fashion-MNIST, dataset classifier"]
+    from pipeline.report_summary import headline
+
+    assert "FD 12.00 ± 0.50 (classifier" in headline(report.collect_experiments(suite_root, "fm")).rows[0][4]
+    fm["eval"]["feature_net"] = "inception"
+    (suite_root / "params/fm/ncsnpp_cont.yaml").write_text(yaml.safe_dump(fm))
+    t3 = _tables(suite_root, "fm")["table3"]
+    assert "ours: Fashion-MNIST, dataset classifier" not in [g[1] for g in t3.groups]
+    assert "FID 40.00 ± 1.00 (Inception-v3" in headline(report.collect_experiments(suite_root, "fm")).rows[0][4]

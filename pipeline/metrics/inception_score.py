@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
-__all__ = ["inception_score", "inception_score_from_probs"]
+__all__ = ["inception_score", "inception_score_from_probs", "is_protocol"]
 
 
 def _split_bounds(num_items: int, splits: int) -> list[tuple[int, int]]:
@@ -55,3 +55,10 @@ def inception_score_from_probs(probs: np.ndarray, splits: int = 10) -> tuple[flo
     with np.errstate(divide="ignore"):
         log_p = np.log(array)
     return _scores(log_p, splits)
+
+
+def is_protocol(splits: int) -> str:
+    """How an Inception Score with `splits` splits is computed, in words (the report says it for each IS)."""
+    if splits == 1:
+        return "one split over all samples (TF-GAN, as Score SDE)"
+    return f"mean ± std over {splits} splits (Salimans et al. 2016{', as NCSN' if splits == 10 else ''})"

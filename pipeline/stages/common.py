@@ -15,6 +15,8 @@ def add_common_arguments(p, params_required: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a dotted key with a YAML value, e.g. --set model.ch_mult=[1,2,2] (repeatable)")
     p.add_argument("--root", default=None, help="resolve the stage's inputs and outputs under DIR (default: repo root)")
+    p.add_argument("--training-seed", type=int, default=None, metavar="S",
+                   help="the replica of the experiment with seed S (training.seeds): `seed: S`, run folder <exp>-seedS")
 
 
 @dataclass
@@ -34,6 +36,11 @@ class Context:
 
 def load_context(args) -> Context:
     name, params = load_params(args.params, args.set)
+    seed = getattr(args, "training_seed", None)
+    if seed is not None:
+        if seed < 0:
+            raise ParamsError(args.params, "--training-seed", f"must be a non-negative integer, got {seed}")
+        name, params = outputs.replica_name(name, seed), params.model_copy(update={"seed": seed})
     return Context(Path(args.root), name, args.params, params)
 
 

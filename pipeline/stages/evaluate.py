@@ -1,7 +1,9 @@
 """`evaluate`: sample quality of one sampler, every metric with its error bar over eval.num_seeds seeds.
 
 Offline metrics use the dataset classifier (FD, KD, classifier IS). Inception-v3 FID / KID / IS are computed only
-when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted.
+when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted, and
+with `eval.feature_net: inception` (the headline FD is Inception FID) a missing weights file is an error (exit 2).
+Both Inception Scores follow `eval.is_splits` (docs/papers.md §8: one split for Score SDE, 10 for NCSN).
 """
 from __future__ import annotations
 
@@ -16,8 +18,17 @@ from pipeline.config import ParamsError
 from pipeline.errors import StageError
 from pipeline.metrics.classifier import evaluator_features
 from pipeline.metrics.distances import feature_stats, feature_subset, frechet_from_stats, kernel_distance
-from pipeline.metrics.inception import InceptionWeightsMissing, inception_features, load_inception, resolve_inception_weights
-from pipeline.metrics.inception_score import inception_score
+from pipeline.metrics.inception import (
+    INCEPTION_ENV_VAR,
+    INCEPTION_FILENAME,
+    INCEPTION_PARAM,
+    INCEPTION_URL,
+    InceptionWeightsMissing,
+    inception_features,
+    load_inception,
+    resolve_inception_weights,
+)
+from pipeline.metrics.inception_score import inception_score, is_protocol
 from pipeline.metrics.stats import mean_std
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
@@ -33,7 +44,16 @@ def with_error(values: list[float]) -> dict:
     return {"mean": mean, "std": std if np.isfinite(std) else None, "n": len(values), "values": values}
 
 
-def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
+def is_with_error(scores: list[tuple[float, float]], splits: int) -> dict:
+    """The IS record from one (mean, std over `splits` splits) per sampling seed: mean / std / n / values over seeds
+    as for every metric, plus the protocol: `splits`, `split_std` (the std over splits, averaged over seeds: the
+    ± the NCSN protocol reports; None for one split) and `protocol` in words."""
+    out = with_error([m for m, _ in scores])
+    split_std = float(np.mean([s for _, s in scores])) if splits > 1 else None
+    return {**out, "splits": splits, "split_std": split_std, "protocol": is_protocol(splits)}
+
+
+def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1) -> dict:
     ref_file = ev_dir / "ref_stats.npz"
     if not ref_file.exists():
         return {"status": "not computed: this dataset has no classifier evaluator"}
@@ -45,10 +65,10 @@ def classifier_metrics(ev_dir, samples: np.ndarray) -> dict:
         fd.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kd.append(kernel_distance(feats, subset))
         if logits is not None:
-            is_.append(inception_score(logits, splits=min(10, max(1, len(logits) // 50)))[0])
+            is_.append(inception_score(logits, splits=is_splits))
     out = {"fd": with_error(fd), "kd": with_error(kd)}
     if is_:
-        out["is"] = with_error(is_)
+        out["is"] = is_with_error(is_, is_splits)
     return out
 
 
@@ -67,12 +87,25 @@ def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
         return z["mu"], z["sigma"], z["subset"]
 
 
+def inception_weights(ctx):
+    """The Inception-v3 weights file. Missing: InceptionWeightsMissing, or with eval.feature_net: inception (FID is
+    the headline, so required) a ParamsError naming the key and the fix (exit 2)."""
+    try:
+        return resolve_inception_weights(ctx.params.eval.inception_weights)
+    except InceptionWeightsMissing:
+        if ctx.params.eval.feature_net != "inception":
+            raise
+        raise ParamsError(ctx.params_path, "eval.feature_net", f"inception needs the Inception-v3 weights "
+                          f"{INCEPTION_FILENAME} (not found): set {INCEPTION_PARAM} or ${INCEPTION_ENV_VAR} to the "
+                          f"file (from {INCEPTION_URL}), or use eval.feature_net: classifier") from None
+
+
 def inception_metrics(ctx, samples: np.ndarray) -> dict:
     """FID / KID / IS on Inception-v3 (clean-fid's TorchScript port of the TF graph), or why they were not computed."""
     if samples.dtype != np.uint8:
         return {"status": "not applicable: 2-D points"}
     try:
-        weights = resolve_inception_weights(ctx.params.eval.inception_weights)
+        weights = inception_weights(ctx)
     except InceptionWeightsMissing as e:
         print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
         return {"status": "not computed: weights missing", "how": " ".join(str(e).split())}
@@ -86,9 +119,9 @@ def inception_metrics(ctx, samples: np.ndarray) -> dict:
                                            device=device)
         fid.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kid.append(kernel_distance(feats, subset))
-        is_.append(inception_score(logits, splits=min(10, len(logits)))[0])  # 10 splits (Salimans et al.)
+        is_.append(inception_score(logits, splits=ctx.params.eval.is_splits))
     return {"status": "computed", "weights": str(weights), "mode": mode, "fid": with_error(fid), "kid": with_error(kid),
-            "is": with_error(is_)}
+            "is": is_with_error(is_, ctx.params.eval.is_splits)}
 
 
 def run(args) -> int:
@@ -104,11 +137,14 @@ def run(args) -> int:
             nfe = z["nfe"].tolist()
     except (OSError, ValueError, KeyError) as e:
         raise StageError(f"{sample_file}: unreadable samples ({type(e).__name__}); rerun the sample stage") from None
+    if p.eval.feature_net == "inception":
+        inception_weights(ctx)  # required: fail before any work
     t0 = time.perf_counter()
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
-                   "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe),
-                   "classifier": classifier_metrics(ev_dir, samples), "inception": inception_metrics(ctx, samples)}
+                   "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe), "feature_net": p.eval.feature_net,
+                   "classifier": classifier_metrics(ev_dir, samples, p.eval.is_splits),
+                   "inception": inception_metrics(ctx, samples)}
         metrics.update(seconds=round(time.perf_counter() - t0, 2), mlflow_run_id=tracker.run_id)
         flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception") for k, v in metrics[net].items()
                 if isinstance(v, dict) for s in ("mean", "std") if v.get(s) is not None}
