@@ -73,7 +73,8 @@ def collect_experiments(root: Path, suite: str) -> list[dict]:
                     "train": _load(root / base["train_metrics"]), "loss_curve": base["loss_curve"],
                     "likelihood": _load(root / base["likelihood"]) if e.params.eval.enable_bpd else None,
                     "controllable": _load(ctrl_dir / "info.json") if e.params.eval.controllable else None,
-                    "controllable_dir": base["controllable"]})
+                    "controllable_dir": base["controllable"],
+                    "curves": {"nfe": _load(root / base["curve_nfe"]), "ckpt": _load(root / base["curve_ckpt"])}})
     return out
 
 
