@@ -20,12 +20,13 @@ def _fd(stat: dict) -> str:
     return number(stat["mean"], stat.get("std"), 1)
 
 
-def checkpoint_block(rows: list[dict]) -> tuple[Block | None, str]:
+def checkpoint_block(rows: list[dict]) -> tuple[Block, str]:
     """Columns "best checkpoint: step, FD" and "last checkpoint: step, FD" (curve setting) for Table 3's rows, and
-    the sentence that says where these numbers come from; (None, "") where no experiment has a checkpoint curve."""
+    the sentence that says where these numbers come from; a block without columns (left out of the table) and ""
+    where no experiment has a checkpoint curve."""
     cks = [(x.get("curves") or {}).get("ckpt") for x in rows]
     if not any(_done(c) for c in cks):
-        return None, ""
+        return Block("checkpoint", "checkpoint"), ""
     best = [f"step {c['best']['checkpoint_step']}: {_fd(c['best']['fd'])}" if _done(c) else NOT_RUN for c in cks]
     last = [f"step {c['last']['checkpoint_step']}: {_fd(c['last']['fd'])}" if _done(c) else NOT_RUN for c in cks]
     how = sorted({f"{sampler_label(SamplingConfig(**c['setting']))}, {c['num_samples']} samples x {c['num_seeds']} "
