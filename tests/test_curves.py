@@ -253,3 +253,21 @@ def test_report_parts(stage_run, tmp_path):
     figs = curve_figures(exps, tmp_path)
     assert [f["file"] for f in figs] == ["fd_vs_nfe-curvy.png", "fd_vs_step.png"]
     assert all((tmp_path / f["file"]).stat().st_size > 1000 for f in figs)
+
+
+def test_draw_samples_runs_on_the_requested_device(monkeypatch):
+    """The sweep's sampling on the meta device (a GPU stand-in without values): every batch reaches the image
+    conversion on that device; only the conversion moves samples to the host."""
+    p = _params()
+    net = models.build(p).to("meta")
+    seen = []
+
+    def to_uint8(x, centered):
+        seen.append(x.device.type)
+        return np.zeros(tuple(x.shape), np.uint8)
+
+    monkeypatch.setattr(curves, "to_uint8", to_uint8)
+    for s in (S(method="ddim", num_steps=3), S(method="pc", num_steps=3)):
+        seen.clear()
+        x, nfe = curves.draw_samples(p, s, net, 5, 0, batch_size=2, device="meta")
+        assert seen == ["meta"] * 3 and x.shape == (5, 1, 8, 8) and nfe == curves.nfe_of(s, 100)
