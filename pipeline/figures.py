@@ -139,7 +139,12 @@ def fd_against_nfe(path: Path, title: str, curves: dict[str, list[dict]], metric
         ax.errorbar([r["nfe"]["mean"] for r in recs], [r["fd"]["mean"] for r in recs],
                     yerr=[r["fd"].get("std") or 0.0 for r in recs], fmt="o-", color=cmap(i % 10), label=name,
                     capsize=3, ms=4, lw=1.2)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("NFE: score-network evaluations per sample (measured)")
     ax.set_ylabel(f"{metric}, lower is better")
     bars = f"± 1 std over {'/'.join(map(str, sorted(seeds)))} seeds" if seeds and max(seeds) > 1 else "one seed"

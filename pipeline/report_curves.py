@@ -10,6 +10,7 @@ from pipeline.report import NOT_RUN, Block, number, sampler_label
 
 SECTION_NFE = "Sample quality against NFE, per sampler (curves stage)"
 SECTION_STEP = "Sample quality against training step (curves stage)"
+BEST = "best checkpoint (step: FD) ↓"
 
 
 def _done(rec: dict | None) -> bool:
@@ -30,13 +31,13 @@ def checkpoint_block(rows: list[dict]) -> tuple[Block, str]:
     best = [f"step {c['best']['checkpoint_step']}: {_fd(c['best']['fd'])}" if _done(c) else NOT_RUN for c in cks]
     last = [f"step {c['last']['checkpoint_step']}: {_fd(c['last']['fd'])}" if _done(c) else NOT_RUN for c in cks]
     how = sorted({f"{sampler_label(SamplingConfig(**c['setting']))}, {c['num_samples']} samples x {c['num_seeds']} "
-                  f"seeds" for c in cks if _done(c)})
+                  f"seed{'s' if c['num_seeds'] > 1 else ''}" for c in cks if _done(c)})
     note = (" Checkpoint columns: classifier FD of the EMA weights kept every training.ckpt_freq steps and of the final "
             "ones, from the curves stage (" + "; ".join(how) + "): the best over training, as Score SDE reports in "
             "Table 3, beside the last checkpoint under the same cheap setting. The FD / IS columns before them are "
             "the last checkpoint's, with the experiment's default sampler.")
-    return Block("checkpoint", "checkpoint (curves stage, cheap sampler)",
-                 [("best checkpoint: step, FD ↓", best), ("last checkpoint: step, FD ↓", last)]), note
+    return Block("curves:", "curves stage: dataset classifier, cheap sampler",
+                 [(BEST, best), ("last checkpoint (step: FD)", last)]), note
 
 
 def curve_figures(exps: list[dict], fig_dir: Path) -> list[dict]:

@@ -246,9 +246,10 @@ def test_report_parts(stage_run, tmp_path):
     ck = json.loads((root / outputs.paths("unit", "curvy", "digits")["curve_ckpt"]).read_text())
     assert block.columns[0][1][0].startswith(f"step {ck['best']['checkpoint_step']}: ")
     assert "best over training" in note
+    from pipeline.report_curves import BEST
     from pipeline.report_tables import table3
     t3 = table3(exps)
-    col = t3.columns.index("best checkpoint: step, FD ↓")
+    col = t3.columns.index(BEST)
     assert t3.rows[0][col] == block.columns[0][1][0] and "best over training" in t3.note
     figs = curve_figures(exps, tmp_path)
     assert [f["file"] for f in figs] == ["fd_vs_nfe-curvy.png", "fd_vs_step.png"]
