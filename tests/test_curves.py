@@ -272,3 +272,17 @@ def test_draw_samples_runs_on_the_requested_device(monkeypatch):
         seen.clear()
         x, nfe = curves.draw_samples(p, s, net, 5, 0, batch_size=2, device="meta")
         assert seen == ["meta"] * 3 and x.shape == (5, 1, 8, 8) and nfe == curves.nfe_of(s, 100)
+
+
+def test_stage_without_kept_weights_exits_2_naming_the_folder(stage_run, capsys):
+    root, paths = stage_run
+    raw = json.loads(json.dumps(STAGE_PARAMS))
+    f = root / "nockpt.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    (root / outputs.paths("unit", "nockpt", "digits")["train"]).mkdir(parents=True)
+    import shutil
+    shutil.copyfile(root / paths["train"] / "model.pt", root / outputs.paths("unit", "nockpt", "digits")["train"] / "model.pt")
+    assert main(["curves", "--params", str(f), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "runs/unit/nockpt/train/ckpts: no kept weights" in err and "training.ckpt_freq" in err
+    assert not (root / outputs.paths("unit", "nockpt", "digits")["curve_nfe"]).exists()

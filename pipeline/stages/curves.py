@@ -68,16 +68,22 @@ def nfe_curves(ctx, features, ref, dev, bar) -> dict:
     return out
 
 
+def kept(ctx) -> list[tuple[int, Path]]:
+    """The weights the train stage kept (train/ckpts), or a StageError when there are none."""
+    files = checkpoint.kept_weights(ctx.path("ckpts"))
+    if not files:
+        raise StageError(f"{ctx.path('ckpts')}: no kept weights for the checkpoint curve; rerun the train stage with "
+                         f"training.ckpt_freq set below training.n_iters (it is {ctx.params.training.ckpt_freq})")
+    return files
+
+
 def checkpoint_curve(ctx, features, ref, dev, bar) -> dict:
     p, c = ctx.params, ctx.params.curves
     s = p.checkpoint_curve_setting()
     n = c.checkpoints.num_samples or c.num_samples
     seeds = c.checkpoints.num_seeds or c.num_seeds
     model = require(ctx.path("train") / "model.pt", "model checkpoint", "run the train stage first")
-    files = [(step, f) for step, f in checkpoint.kept_weights(ctx.path("ckpts"))] + [(checkpoint_step(model), model)]
-    if len(files) < 2:
-        raise StageError(f"{ctx.path('ckpts')}: no kept weights; rerun the train stage with training.ckpt_freq set "
-                         f"(it is {p.training.ckpt_freq})")
+    files = kept(ctx) + [(checkpoint_step(model), model)]
     bs = c.batch_size or p.eval.batch_size
     records = []
     for step, f in files:
@@ -108,7 +114,7 @@ def run(args) -> int:
                 for name, s in p.curve_settings().items())
     total = n_nfe * per_point
     if c.checkpoints is not None:
-        n_ckpt = len(checkpoint.kept_weights(ctx.path("ckpts"))) + 1
+        n_ckpt = len(kept(ctx)) + 1  # fails before any sampling when the train stage kept none
         total += n_ckpt * (c.checkpoints.num_samples or c.num_samples) * (c.checkpoints.num_seeds or c.num_seeds)
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "curves", p.curves.model_dump()) as tracker:
         bar = tqdm(total=total, desc="curves")
