@@ -19,8 +19,9 @@ Discrete models (a grid snapped to the trained levels) can take fewer steps than
 ran.
 
 Seeding: sample i of seed k is drawn from `rng.generator(seed, "sample", k, i)`, the sample stage's generators, so every
-point of a curve starts from the same noise (common random numbers) and the default setting's point reproduces the
-sample stage's first samples.
+point of a curve starts from the same noise (common random numbers) and a fixed-step setting's samples are the sample
+stage's. The rows of all seeds share batches of `curves.batch_size` (a few samples per seed run slowly in small
+batches); the adaptive ODE solver then takes one step size for the batch.
 """
 from __future__ import annotations
 
@@ -115,17 +116,22 @@ def sweep(s, nfe: list[int], ode_tols: list[float], num_scales: int,
 
 
 # --- one point ------------------------------------------------------------------------------------------------------
-def draw_samples(params, s, net, n: int, seed_index: int, batch_size: int, device="cpu") -> tuple[np.ndarray, float]:
-    """n samples (uint8 images, or float points) of seed `seed_index` and their mean NFE over batches."""
-    chunks, nfes = [], []
-    for start in range(0, n, batch_size):
-        rows = range(start, min(n, start + batch_size))
-        gens = [generator(params.seed, "sample", seed_index, i) for i in rows]
+def draw_samples(params, s, net, n: int, seeds, batch_size: int, device="cpu") -> tuple[np.ndarray, list[float]]:
+    """n samples per seed index in `seeds` (uint8 images, or float points), shape (len(seeds), n, ...), and each
+    seed's mean NFE over its rows. Rows of all seeds share batches of `batch_size` (a sample depends only on its own
+    generator, so batching changes no fixed-step sample; the adaptive ODE solver's step sizes see the whole batch)."""
+    rows = [(k, i) for k in seeds for i in range(n)]
+    chunks, row_nfe = [], []
+    for start in range(0, len(rows), batch_size):
+        part = rows[start:start + batch_size]
+        gens = [generator(params.seed, "sample", k, i) for k, i in part]
         with torch.no_grad():
-            x, nfe = sampling.draw(params, s, net, len(rows), gens, device)
+            x, nfe = sampling.draw(params, s, net, len(part), gens, device)
         chunks.append(x.float().cpu().numpy() if is_points(params) else to_uint8(x, params.data.centered))
-        nfes.append(nfe)
-    return np.concatenate(chunks), float(np.mean(nfes))
+        row_nfe += [float(nfe)] * len(part)
+    out = np.concatenate(chunks)
+    per_seed = np.asarray(row_nfe).reshape(len(seeds), n).mean(axis=1)
+    return out.reshape(len(seeds), n, *out.shape[1:]), per_seed.tolist()
 
 
 def stat(values: list[float]) -> dict:
@@ -137,18 +143,17 @@ def fd_point(params, s, net, features: Features, ref: tuple[np.ndarray, np.ndarr
              num_seeds: int, batch_size: int, device="cpu", on_batch=None) -> dict:
     """FD (mean, std and per-seed values over `num_seeds` seeds of `num_samples` samples) and measured NFE of
     setting `s` with network `net`; `ref` = (mu, sigma) of the reference features."""
-    fd, nfe = [], []
     t0 = time.perf_counter()
+    x, nfe = draw_samples(params, s, net, num_samples, range(num_seeds), batch_size, device)
+    fd = []
     for k in range(num_seeds):
-        x, mean_nfe = draw_samples(params, s, net, num_samples, k, batch_size, device)
-        feats = features(x)
+        feats = features(x[k])
         # one BLAS thread: scipy's sqrtm of a 128 x 128 product took 0.6-5.6 s with 2 threads on a loaded 2-core
         # machine and 0.05-0.07 s with one (same value)
         with threadpool_limits(limits=1, user_api="blas"):
             fd.append(frechet_from_stats(*feature_stats(feats), *ref))
-        nfe.append(mean_nfe)
-        if on_batch is not None:
-            on_batch(num_samples)
+    if on_batch is not None:
+        on_batch(num_samples * num_seeds)
     return {"fd": stat(fd), "nfe": stat(nfe), "num_samples": num_samples, "num_seeds": num_seeds,
             "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -131,12 +131,16 @@ def test_fd_point_seeding_and_exact_zero():
     torch.manual_seed(0)
     net = models.build(p).eval()
     s = S(method="ddim", num_steps=3)
-    a, nfe_a = curves.draw_samples(p, s, net, 7, 0, batch_size=3)
-    b, _ = curves.draw_samples(p, s, net, 7, 0, batch_size=7)
-    assert np.array_equal(a, b) and nfe_a == 4
+    a, nfe_a = curves.draw_samples(p, s, net, 7, [0], batch_size=3)
+    b, nfe_b = curves.draw_samples(p, s, net, 7, [1, 0], batch_size=5)  # seeds share batches: rows are unchanged
+    assert a.shape == (1, 7, 1, 8, 8) and np.array_equal(a[0], b[1]) and not np.array_equal(b[0], b[1])
+    assert nfe_a == [4.0] and nfe_b == [4.0, 4.0]
+    gens = [generator(p.seed, "sample", 1, i) for i in range(7)]  # the sample stage's generators
+    from pipeline.scaling import to_uint8
+    assert np.array_equal(b[0], to_uint8(sampling.draw(p, s, net, 7, gens)[0], p.data.centered))
     feats = lambda x: x.reshape(len(x), -1)[:, :6].astype(np.float64)  # noqa: E731
     from pipeline.metrics.distances import feature_stats
-    ref = feature_stats(feats(a))
+    ref = feature_stats(feats(a[0]))
     rec = curves.fd_point(p, s, net, feats, ref, num_samples=7, num_seeds=2, batch_size=4)
     assert rec["fd"]["n"] == 2 and len(rec["fd"]["values"]) == 2
     assert_close_f32(rec["fd"]["values"][0], 0.0, scale=float(np.trace(ref[1])))
@@ -270,8 +274,8 @@ def test_draw_samples_runs_on_the_requested_device(monkeypatch):
     monkeypatch.setattr(curves, "to_uint8", to_uint8)
     for s in (S(method="ddim", num_steps=3), S(method="pc", num_steps=3)):
         seen.clear()
-        x, nfe = curves.draw_samples(p, s, net, 5, 0, batch_size=2, device="meta")
-        assert seen == ["meta"] * 3 and x.shape == (5, 1, 8, 8) and nfe == curves.nfe_of(s, 100)
+        x, nfe = curves.draw_samples(p, s, net, 5, [0], batch_size=2, device="meta")
+        assert seen == ["meta"] * 3 and x.shape == (1, 5, 1, 8, 8) and nfe == [curves.nfe_of(s, 100)]
 
 
 def test_stage_without_kept_weights_exits_2_naming_the_folder(stage_run, capsys):
