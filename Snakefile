@@ -29,7 +29,7 @@ except (ParamsError, ValueError) as e:  # an unknown suite or a bad params file:
     sys.exit(2)
 # Stages that run their network on CUDA when one is visible. `gpu` is what the SLURM executor plugin reads
 # (`--gpus=N`); locally it caps concurrent GPU jobs (`--resources gpu=N`, profiles/local sets 1).
-GPU_KINDS = {"train", "sample", "evaluate", "likelihood", "controllable"}
+GPU_KINDS = {"train", "sample", "evaluate", "likelihood", "controllable", "curves"}
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
@@ -42,7 +42,7 @@ def stage(kind, wc):
     """The DAG stage that a rule's wildcards name."""
     if kind in ("download", "prepare", "evaluator"):
         return STAGES[f"{kind}-{wc.dataset}"]
-    if kind in ("train", "likelihood", "controllable"):
+    if kind in ("train", "likelihood", "controllable", "curves"):
         return STAGES[f"{kind}-{wc.exp}"]
     if kind in ("sample", "evaluate"):
         return STAGES[f"{kind}-{wc.exp}-{wc.sampler}"]
@@ -144,6 +144,15 @@ rule controllable:
     output: report(directory("runs/{suite}/{exp}/controllable"), patterns=["{task}.png"], category="Controllable generation", labels={"experiment": "{exp}", "task": "{task}"})
     params: **rule_params("controllable")
     resources: **rule_resources("controllable")
+    shell: "{params.cmd}"
+
+rule curves:
+    input: deps("curves")
+    output:
+        report("runs/{suite}/{exp}/curves/nfe.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "FD against NFE"}),
+        report("runs/{suite}/{exp}/curves/ckpt.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "FD against training step"}),
+    params: **rule_params("curves")
+    resources: **rule_resources("curves")
     shell: "{params.cmd}"
 
 rule report:

@@ -29,3 +29,8 @@ def load_network(path: Path, device: str = "cpu", use_ema: bool = True) -> torch
         return load(path, device=device, use_ema=use_ema)
     except CheckpointError as e:
         raise StageError(f"{e}; rerun the train stage (delete the file first) or re-import the checkpoint") from None
+
+
+def kept_weights(folder: Path) -> list[tuple[int, Path]]:
+    """(step, file) of the weights kept every training.ckpt_freq steps (`folder/step_<step>.pt`), oldest first."""
+    return sorted((int(f.stem.split("_")[1]), f) for f in Path(folder).glob("step_*.pt"))

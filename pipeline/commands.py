@@ -14,6 +14,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "FD/KD/IS on the classifier; FID/KID/IS on Inception-v3 when its weights exist"),
     "likelihood": ("likelihood", "test-set bits/dim with the probability-flow ODE"),
     "controllable": ("controllable", "inpainting / colorization examples from a few test images (PNG grids)"),
+    "curves": ("curves", "classifier FD against NFE per sampler and against training step (best checkpoint)"),
     "report": ("report", "paper-style tables beside the published numbers (Markdown, LaTeX, HTML)"),
     "import": ("import_ckpt", "convert a reference checkpoint (score_sde, ncsn, ncsnv2) into this project's format"),
     "describe": ("describe", "print an experiment's resolved params, parameter count and stages as JSON"),

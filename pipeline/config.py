@@ -114,6 +114,7 @@ class TrainingConfig(_Block):
     # with the machine's other launch settings (gpu_ids, ...), None = none.
     num_processes: int = Field(1, ge=1)
     accelerate_config: Optional[str] = None
+    ckpt_freq: Optional[int] = Field(None, ge=1)  # keep the evaluation (EMA) weights every N steps: checkpoint curve
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -221,6 +222,48 @@ class EvalConfig(_Block):
         return v
 
 
+class CheckpointCurveConfig(_Block):
+    """FD against training step over the weights kept every training.ckpt_freq steps (one cheap sampler)."""
+
+    sampler: dict[str, Any] = Field(default_factory=dict)  # sampling.* overrides merged onto `sampling`
+    num_samples: Optional[int] = Field(None, ge=2)  # None: curves.num_samples
+    num_seeds: Optional[int] = Field(None, ge=1)  # None: curves.num_seeds
+
+
+class CurvesConfig(_Block):
+    """The `curves` stage: FD against NFE per sampler, and FD against training step (pipeline/curves.py)."""
+
+    num_samples: int = Field(100, ge=2)  # samples per seed and point
+    num_seeds: int = Field(2, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1)  # None: eval.batch_size
+    nfe: list[int] = Field(default_factory=lambda: [10, 20, 50, 100, 200])  # target NFEs of each non-ODE curve
+    ode_tols: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])  # rtol = atol of an ode curve
+    samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # curve name -> sampling.* overrides
+    checkpoints: Optional[CheckpointCurveConfig] = None  # None: no checkpoint curve
+
+    @field_validator("nfe")
+    @classmethod
+    def _nfe_ok(cls, v):
+        if any(n < 1 for n in v) or sorted(set(v)) != list(v):
+            raise ValueError(f"target NFEs must be increasing integers >= 1 (got {v})")
+        return v
+
+    @field_validator("ode_tols")
+    @classmethod
+    def _tols_ok(cls, v):
+        if any(not 0 < t < 1 for t in v):
+            raise ValueError(f"tolerances must lie in (0, 1) (got {v})")
+        return v
+
+    @field_validator("samplers")
+    @classmethod
+    def _curve_names(cls, v):
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"curve name {name!r} must be letters, digits, '_' or '-'")
+        return v
+
+
 class Params(_Block):
     seed: int = Field(42, ge=0)
     suite: str = "default"
@@ -231,6 +274,7 @@ class Params(_Block):
     sampling: SamplingConfig = SamplingConfig()
     samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     eval: EvalConfig = EvalConfig()
+    curves: Optional[CurvesConfig] = None  # None: no curves stage
 
     @field_validator("samplers")
     @classmethod
@@ -260,6 +304,16 @@ class Params(_Block):
         for name, over in self.samplers.items():
             out[name] = sampler_override(self.sampling, over)
         return out
+
+    def curve_settings(self) -> dict[str, SamplingConfig]:
+        """The FD-vs-NFE curves: each `curves.samplers.NAME` override merged onto `sampling`."""
+        return {name: sampler_override(self.sampling, over) for name, over in (self.curves.samplers if self.curves else {}).items()}
+
+    def checkpoint_curve_setting(self) -> Optional[SamplingConfig]:
+        """The checkpoint curve's sampler (`curves.checkpoints.sampler` merged onto `sampling`), or None."""
+        if self.curves is None or self.curves.checkpoints is None:
+            return None
+        return sampler_override(self.sampling, self.curves.checkpoints.sampler)
 
 
 def sampler_override(base: SamplingConfig, over: dict) -> SamplingConfig:
@@ -327,19 +381,61 @@ def check_samplers(params: Params, path: str) -> None:
     if params.sampling.method in params.samplers:
         raise ParamsError(path, f"samplers.{params.sampling.method}",
                           "this name is taken by the default sampler (sampling.method)")
-    sde = params.training.sde
+    settings.update(_curve_settings(params, path))
     if params.eval.controllable:
         _check_ddpm_steps(params, params.controllable_sampler(), params.eval.controllable_steps,
                           "eval.controllable_steps", path)
     for where, s in settings.items():
-        _check_ddpm_steps(params, s, s.num_steps, f"{where}.num_steps", path)
-        if s.method == "ald" and sde != "vesde":
-            raise ParamsError(path, f"{where}.method", "annealed Langevin dynamics (ald) needs training.sde: vesde")
-        if s.method == "pc" and s.predictor == "none" and s.corrector == "none":
-            raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
-        if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
-            raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
-        _check_fast_sampler(s, sde, where, path)
+        check_setting(params, s, where, path)
+
+
+def check_setting(params: Params, s: SamplingConfig, where: str, path: str) -> None:
+    """One sampler setting fits the experiment's SDE (the curves stage checks each point of a sweep with it)."""
+    sde = params.training.sde
+    _check_ddpm_steps(params, s, s.num_steps, f"{where}.num_steps", path)
+    if s.method == "ald" and sde != "vesde":
+        raise ParamsError(path, f"{where}.method", "annealed Langevin dynamics (ald) needs training.sde: vesde")
+    if s.method == "pc" and s.predictor == "none" and s.corrector == "none":
+        raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
+    if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
+        raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
+    _check_fast_sampler(s, sde, where, path)
+
+
+def _merged(params: Params, over: Any, key: str, path: str) -> SamplingConfig:
+    if not isinstance(over, dict):
+        raise ParamsError(path, key, "expected a mapping of sampling.* overrides")
+    try:
+        return sampler_override(params.sampling, over)
+    except ValidationError as e:
+        err = e.errors()[0]
+        sub = ".".join(str(x) for x in err["loc"])
+        msg = "unknown key (a sampling.* key)" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ParamsError(path, f"{key}.{sub}", msg) from None
+
+
+def _curve_settings(params: Params, path: str) -> dict[str, SamplingConfig]:
+    """The curves' sampler settings (checked with the experiment's samplers) and the checkpoint curve's needs."""
+    c = params.curves
+    if c is None:
+        return {}
+    out = {f"curves.samplers.{name}": _merged(params, over, f"curves.samplers.{name}", path)
+           for name, over in c.samplers.items()}
+    if c.checkpoints is not None:
+        out["curves.checkpoints.sampler"] = _merged(params, c.checkpoints.sampler, "curves.checkpoints.sampler", path)
+        if params.training.ckpt_freq is None:
+            raise ParamsError(path, "curves.checkpoints", "the checkpoint curve needs training.ckpt_freq (keep the "
+                                                          "EMA weights every N steps), e.g. training.ckpt_freq: 200")
+        if params.training.ckpt_freq >= params.training.n_iters:
+            raise ParamsError(path, "training.ckpt_freq", f"must be below training.n_iters ({params.training.n_iters}) "
+                                                          "for the checkpoint curve to have more than one point")
+    for key, s in out.items():  # the sweep sets num_steps per point (checked there): check the rest here
+        if key.startswith("curves.samplers.") and s.method != "ode":
+            steps = params.model.num_scales if s.method in FAST_METHODS else None
+            out[key] = s.model_copy(update={"num_steps": steps})
+    if c.samplers and not c.nfe and any(s.method != "ode" for k, s in out.items() if k.startswith("curves.samplers.")):
+        raise ParamsError(path, "curves.nfe", "a non-ODE curve needs target NFEs, e.g. [10, 20, 50]")
+    return out
 
 
 def _check_fast_sampler(s: SamplingConfig, sde: str, where: str, path: str) -> None:

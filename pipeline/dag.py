@@ -24,7 +24,7 @@ PY = "python -m pipeline"
 @dataclass
 class Stage:
     name: str  # DVC stage name, e.g. "sample-ncsnpp_cont-pc"
-    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | controllable | report
+    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | controllable | curves | report
     wildcards: dict[str, str]
     cmd: str
     deps: list[str]
@@ -179,7 +179,20 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
                          deps=[base["train"], base["prepared"], *stage_code("controllable")], outs=[base["controllable"]],
                          params={e.path: _present(e.raw, ["seed", "sampling", "eval.controllable",
                                                           "eval.controllable_images", "eval.controllable_steps"])}))
-    return out
+    return out + curve_stages(e, suite)
+
+
+def curve_stages(e: Experiment, suite: str) -> list[Stage]:
+    """`curves-{exp}`: FD against NFE and against training step, from the train outputs and the evaluator."""
+    c = e.params.curves
+    if c is None or not (c.samplers or c.checkpoints):
+        return []
+    base = paths(suite, e.name, e.params.data.dataset)
+    metrics = [base["curve_nfe"], base["curve_ckpt"]]  # both written; a curve not asked for says so in its file
+    return [Stage(f"curves-{e.name}", "curves", {"suite": suite, "exp": e.name},
+                  f"{PY} curves --params {e.path}", deps=[base["train"], base["evaluator"], *stage_code("curves")],
+                  outs=[], params={e.path: _present(e.raw, ["seed", "sampling", "eval.batch_size", "curves"])},
+                  metrics=metrics)]
 
 
 def dataset_stages(dataset: str) -> list[Stage]:
@@ -206,7 +219,7 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
         stages += experiment_stages(e, suite)
     # the report reads the metrics, loss curves, sample folders (grid.png, info.json), controllable examples, the
     # prepared training split (its grid of real images) and the evaluator's metrics.json (its time and accuracy)
-    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood") for m in s.metrics + s.plots]
+    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood", "curves") for m in s.metrics + s.plots]
     folders = [o for s in stages if s.kind in ("sample", "controllable", "prepare", "evaluator") for o in s.outs]
     stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
                         deps=sorted(metric_files + folders) + list(stage_code("report")), outs=[],

@@ -124,3 +124,61 @@ def quality_vs_nfe(path: Path, points: list[dict], metric: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+def fd_against_nfe(path: Path, title: str, curves: dict[str, list[dict]], metric: str = "FD (dataset classifier)") -> None:
+    """One experiment's FD-vs-NFE curves (pipeline/curves.py records): one line per sampler, x = measured mean NFE
+    (log scale), y = mean FD with ± 1 std over sampling seeds (where there are two or more)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cmap = plt.get_cmap("tab10")
+    seeds = set()
+    for i, (name, recs) in enumerate(curves.items()):
+        recs = sorted(recs, key=lambda r: r["nfe"]["mean"])
+        seeds |= {r["fd"]["n"] for r in recs}
+        ax.errorbar([r["nfe"]["mean"] for r in recs], [r["fd"]["mean"] for r in recs],
+                    yerr=[r["fd"].get("std") or 0.0 for r in recs], fmt="o-", color=cmap(i % 10), label=name,
+                    capsize=3, ms=4, lw=1.2)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("NFE: score-network evaluations per sample (measured)")
+    ax.set_ylabel(f"{metric}, lower is better")
+    bars = f"± 1 std over {'/'.join(map(str, sorted(seeds)))} seeds" if seeds and max(seeds) > 1 else "one seed"
+    ax.set_title(f"{title} ({bars})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def fd_against_step(path: Path, curves: dict[str, dict], metric: str = "FD (dataset classifier)") -> None:
+    """FD against training step, one panel per experiment (the checkpoint curve of pipeline/curves.py): mean ± 1 std
+    over seeds per kept checkpoint, the best one starred. curves[name] = {"records": [...], "best": step,
+    "title": str}."""
+    plt = _plt()
+    names = list(curves)
+    cols = 1 if len(names) == 1 else 2
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        c = curves[name]
+        recs = sorted(c["records"], key=lambda r: r["checkpoint_step"])
+        steps = [r["checkpoint_step"] for r in recs]
+        ax.errorbar(steps, [r["fd"]["mean"] for r in recs], yerr=[r["fd"].get("std") or 0.0 for r in recs],
+                    fmt="o-", color="tab:blue", capsize=3, ms=4, label="kept EMA weights")
+        best = next(r for r in recs if r["checkpoint_step"] == c["best"])
+        ax.plot([best["checkpoint_step"]], [best["fd"]["mean"]], "*", color="tab:red", ms=12,
+                label=f"best: step {best['checkpoint_step']}")
+        ax.set_title(c.get("title", name), fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{metric}, lower is better", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)

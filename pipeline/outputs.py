@@ -26,6 +26,9 @@ def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dic
         "likelihood": f"{r}/likelihood.json",
         "controllable": f"{r}/controllable",
         "report": f"reports/{suite}",
+        "ckpts": f"{r}/train/ckpts",
+        "curve_nfe": f"{r}/curves/nfe.json",
+        "curve_ckpt": f"{r}/curves/ckpt.json",
     }
     if sampler:
         p["samples"] = f"{r}/samples/{sampler}"

@@ -84,7 +84,8 @@ def _collect_run(root: Path, suite: str, name: str, params) -> dict:
             "train": _load(root / base["train_metrics"]), "loss_curve": base["loss_curve"],
             "likelihood": _load(root / base["likelihood"]) if params.eval.enable_bpd else None,
             "controllable": _load(ctrl_dir / "info.json") if params.eval.controllable else None,
-            "controllable_dir": base["controllable"]}
+            "controllable_dir": base["controllable"],
+            "curves": {"nfe": _load(root / base["curve_nfe"]), "ckpt": _load(root / base["curve_ckpt"])}}
 
 
 def collect_datasets(root: Path, exps: list[dict]) -> dict[str, dict]:

@@ -64,9 +64,10 @@ def fd_records(x: dict) -> list[dict]:
         fd, nfe = (ev.get("classifier") or {}).get("fd"), (ev.get("nfe") or {}).get("mean")
         if isinstance(fd, dict) and fd.get("mean") is not None and nfe is not None:
             out.append({"settings": s["settings"].model_dump(), "nfe": nfe, "fd": fd, "source": f"sampler {name}"})
-    for pt in x.get("curves") or []:
-        if pt.get("fd", {}).get("mean") is not None and pt.get("nfe") is not None:
-            out.append({**pt, "source": f"curve {pt.get('sampler', '')}"})
+    for pt in ((x.get("curves") or {}).get("nfe") or {}).get("records") or []:  # curves/nfe.json
+        fd, nfe = pt.get("fd") or {}, (pt.get("nfe") or {}).get("mean")
+        if fd.get("mean") is not None and nfe is not None:
+            out.append({"settings": pt["setting"], "nfe": nfe, "fd": fd, "source": f"curve {pt['curve']}"})
     return out
 
 
@@ -213,7 +214,7 @@ def _row(c: Claim, exps: list[dict]) -> list[str]:
 
 
 def _anything_ran(exps: list[dict]) -> bool:
-    return any(x.get("likelihood") or x.get("curves") or any(s.get("eval") for s in x["samplers"].values())
+    return any(x.get("likelihood") or fd_records(x) or any(s.get("eval") for s in x["samplers"].values())
                for x in exps)
 
 

@@ -34,6 +34,7 @@ from pipeline.report import (
     sampler_text,
 )
 from pipeline.report_claims import claims_table
+from pipeline.report_curves import checkpoint_block
 from pipeline.report_seeds import seeds_note
 
 
@@ -48,10 +49,11 @@ def table3(exps: list[dict]) -> Table:
             ("sampler", [sampler_text(x["default_sampler"], x["samplers"][x["default_sampler"]]["settings"])
                          for x in chosen]),
             ("NFE", [nfe_text(ev) for _, ev in items])]
-    return assemble("table3", "Sample quality (Score SDE Table 3 layout)", lead, blocks + [paper, d], above=above,
+    ckpt, ckpt_note = checkpoint_block(chosen)
+    return assemble("table3", "Sample quality (Score SDE Table 3 layout)", lead, blocks + [ckpt, paper, d], above=above,
                     note="Ours: each experiment's default sampler (`sampling:`), mean ± std over sampling seeds. "
                          f"Paper: {published.NUM_SAMPLES:,} samples, {published.CHECKPOINT_TABLE3}."
-                         + _paper_note(chosen))
+                         + _paper_note(chosen) + ckpt_note)
 
 
 def _nll(x: dict) -> tuple[str, str, str | None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import atomic, losses, models
+from pipeline import atomic, checkpoint, losses, models
 from pipeline.ema import EMA
 from pipeline.errors import StageError
 from pipeline.experiment import make_sde
@@ -124,6 +124,18 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
     for _, old in valid_snapshots(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+KEPT_WEIGHTS = "weights"  # snapshot_dir/weights/step_<step>.pt: the weights kept every training.ckpt_freq steps
+
+
+def keep_weights(folder: Path, params, model, ema: EMA | None, step: int) -> None:
+    """The weights evaluation uses (EMA where kept, else the plain ones), alone, as a project checkpoint
+    `folder/step_<step>.pt`: the input of the checkpoint curve (Score SDE evaluates checkpoints over training and
+    reports the best, Table 3). A few MB each, unlike a resumable snapshot (optimizer state, both weight sets)."""
+    weights = ema.weights(model) if ema is not None else {k: v.detach() for k, v in model.state_dict().items()}
+    checkpoint.save(folder / f"step_{step:09d}.pt",
+                    checkpoint.make(params, {k: v.cpu() for k, v in weights.items()}, None, step))
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
@@ -232,6 +244,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 if tracker is not None:
                     tracker.log_metrics({"ema_eval_loss": value}, step=step + 1)
                 net.train()
+            if t_cfg.ckpt_freq and (step + 1) % t_cfg.ckpt_freq == 0 and accelerator.is_main_process:
+                keep_weights(snapshot_dir / KEPT_WEIGHTS, params, accelerator.unwrap_model(net), ema, step + 1)
             stopping = stop["sig"] is not None  # read once: the handler may fire during the snapshot below
             if world > 1:  # all ranks stop at the same step: a SIGTERM reaches them at slightly different times
                 flag = torch.tensor(float(stopping), device=accelerator.device)

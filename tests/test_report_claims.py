@@ -34,12 +34,12 @@ def _exp(name, samplers, sde="vpsde", curves=(), likelihood=None, model=None):
     params = SimpleNamespace(model=model or ModelConfig(), training=TrainingConfig(sde=sde))
     return {"experiment": name, "sde": sde, "params": params, "default_sampler": next(iter(samplers)),
             "samplers": {n: {"settings": s, "eval": ev} for n, (s, ev) in samplers.items()},
-            "curves": list(curves), "likelihood": likelihood}
+            "curves": {"nfe": {"records": list(curves)}, "ckpt": None}, "likelihood": likelihood}
 
 
 def _curve(settings: SamplingConfig, nfe, mean, std):
-    return {"sampler": settings.method, "settings": settings.model_dump(), "nfe": nfe,
-            "fd": {"mean": mean, "std": std}}
+    return {"curve": settings.method, "setting": settings.model_dump(), "nfe": {"mean": nfe},
+            "fd": {"mean": mean, "std": std}}  # a record of curves/nfe.json
 
 
 PC = SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", num_steps=100)

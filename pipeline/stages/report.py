@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline import atomic, browser, data, figures, grids, outputs, report, report_html, report_summary, report_tables, tracking
 from pipeline.errors import StageError
+from pipeline.report_curves import curve_figures
 from pipeline.stages.common import add_common_arguments
 
 WIDTHS = (1280, 800)
@@ -103,6 +104,7 @@ def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tup
         figures.quality_vs_nfe(fig_dir / "quality_vs_nfe.png", pts, metric)
         figs.append({"section": "Sample quality against NFE", "kind": "plot", "file": "quality_vs_nfe.png",
                      "caption": f"{metric} against NFE, every (experiment, sampler); bars: ± 1 std over sampling seeds."})
+    figs += curve_figures(exps, fig_dir)
     return figs, missing
 
 

@@ -1,4 +1,5 @@
-"""`train`: fit the experiment's score model; writes model.pt (plain + EMA weights), metrics (with the hardware it ran
+"""`train`: fit the experiment's score model; writes model.pt (plain + EMA weights), ckpts/step_<step>.pt (the EMA
+weights every training.ckpt_freq steps before the last, for the checkpoint curve), metrics (with the hardware it ran
 on, the process count and the precision) and the loss curve: loss.csv, `step,loss,ema_eval_loss` with the EMA
 evaluation loss every training.eval_freq steps and at the last step (blank in the other rows).
 
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 
 import torch
 
 from pipeline import atomic, checkpoint, data, hardware, launch, tracking
 from pipeline.models import check_params
 from pipeline.stages.common import add_common_arguments, load_context
-from pipeline.train import train
+from pipeline.train import KEPT_WEIGHTS, train
 
 
 def add_arguments(p, name: str) -> None:
@@ -85,6 +87,11 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
             ckpt = checkpoint.make(p, {k: v.cpu() for k, v in model.state_dict().items()},
                                    ema.weights(model) if ema else None, res.step)
             checkpoint.save(tmp / "model.pt", ckpt)
+            if p.training.ckpt_freq:  # the kept weights before the last step (model.pt is the last one)
+                for step, f in checkpoint.kept_weights(ctx.path("snapshots") / KEPT_WEIGHTS):
+                    if step < res.step and step % p.training.ckpt_freq == 0:
+                        (tmp / "ckpts").mkdir(exist_ok=True)
+                        shutil.copyfile(f, tmp / "ckpts" / f.name)
         metrics = {"step": res.step, "final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
                    "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2),
                    "resumed_from": res.resumed_from, "hardware": hardware.describe(accelerator.num_processes),
