@@ -66,7 +66,7 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         out_dir = ctx.path("train")
         with atomic.atomic_dir(out_dir) as tmp:
             ckpt = checkpoint.make(p, {k: v.cpu() for k, v in model.state_dict().items()},
-                                   ema.weights(model) if ema else None, res.step)
+                                   {k: v.cpu() for k, v in ema.weights(model).items()} if ema else None, res.step)
             checkpoint.save(tmp / "model.pt", ckpt)
         metrics = {"step": res.step, "final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
                    "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2),
