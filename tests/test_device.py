@@ -20,6 +20,7 @@ test_samplers.py, test_likelihood.py, ...).
 from __future__ import annotations
 
 import glob
+import json
 import types
 from pathlib import Path
 
@@ -331,3 +332,31 @@ def test_classifier_features_follow_the_classifier_device():
     with DeviceCheck() as dc:
         feats, logits = classifier_features(net, np.zeros((3, 1, 8, 8), np.uint8))
     assert not dc.violations and feats.shape == (3, 16) and logits.shape == (3, 10)
+
+
+# --- benchmarks/gpu_check.py: its CPU-runnable parts -----------------------------------------------------------------
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "benchmarks/gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_gpu_check_exits_2_without_cuda(capsys):
+    assert _gpu_check().main([]) == 2
+    assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
+    """Every section but the smoke suite, on tiny versions of the same presets: the table has each row."""
+    out = tmp_path / "g.json"
+    assert _gpu_check().main(["--device", "cpu", "--tiny", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["peak"]) == {"bf16", "fp32"} and all(v > 0 for v in res["peak"].values())
+    assert [t["dtype"] for t in res["train"]] == ["bf16", "fp32"] and all(t["images_per_s"] > 0 for t in res["train"])
+    assert [(s["method"], s["finite"]) for s in res["sample"]] == [("ald", True), ("pc", True)]
+    text = capsys.readouterr().out
+    assert "| train ncsnpp_cont bf16 b4 x2 |" in text and "| sample ald ncsn n=4 |" in text
