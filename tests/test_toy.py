@@ -77,10 +77,12 @@ def test_mode_weights_count_nearest_centres():
 @pytest.mark.slow
 def test_toy_preset_samples_match_the_mixture(tmp_path: Path):
     """Train params/toy/gmm_vp.yaml as the train stage does (its n_iters, CPU), sample 2000 points with its PC
-    sampler. Tolerances: each mode weight within 0.04 of 1/8 (5 binomial std at n = 2000); at least 85% of the
-    samples within 3 std of a centre (data: 98.9%); MMD² to 2000 held-out test points at most 0.02 and sliced W₂
-    at most 0.35, where two data samples of that size give MMD² ≈ 0 and SW₂ ≈ 0.05. An untrained network gives
-    MMD² ≈ 1 and SW₂ ≈ 2.6 (a blob at the origin)."""
+    sampler, as the sample stage does (same generators: the toy suite's evaluate stage measured the same samples).
+    Tolerances, with what the toy suite's `dvc repro` measured for this seed: each mode weight within 0.04 of 1/8
+    (5 binomial std at n = 2000; measured max deviation 0.0225); at least 85% of the samples within 3 std of a centre
+    (measured 0.902; data 0.989); MMD² to 2000 held-out test points at most 0.01 (measured 0.0027; training vs test
+    points: 0.0011); sliced W₂ at most 0.45 (measured 0.16; two data draws of 2000 points give 0.16-0.34, a noisy
+    metric here). An untrained network gives MMD² 0.84 and SW₂ ~ 10³ (n = 500)."""
     from pipeline.train import train
 
     _, p = load_params(PRESET)
@@ -99,7 +101,7 @@ def test_toy_preset_samples_match_the_mixture(tmp_path: Path):
           f"train {res.seconds:.1f}s")
     assert np.abs(w - 1 / 8).max() <= 0.04
     assert inside >= 0.85
-    assert mmd <= 0.02 and sw <= 0.35
+    assert mmd <= 0.01 and sw <= 0.45
 
 
 def test_evaluate_stage_point_metrics_and_report_scatter(tmp_path: Path):
