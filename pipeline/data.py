@@ -112,12 +112,20 @@ def _download_digits(out: Path) -> None:
     atomic.save_npz(out / "digits.npz", images=images, labels=d.target.astype(np.int64))
 
 
+GMM_MODES, GMM_RADIUS, GMM_STD = 8, 4.0, 0.3  # the `gmm` toy: equal-weight modes on a ring, isotropic std
+
+
+def gmm_centers() -> np.ndarray:
+    """The `gmm` toy's mode centres (GMM_MODES, 2): GMM_RADIUS (cos 2πk/K, sin 2πk/K)."""
+    k = np.arange(GMM_MODES)
+    return GMM_RADIUS * np.stack([np.cos(2 * np.pi * k / GMM_MODES), np.sin(2 * np.pi * k / GMM_MODES)], 1)
+
+
 def toy_points(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """2-D toys: an 8-component ring of Gaussians, the swiss roll, the checkerboard."""
+    """2-D toys, float32 (n, 2): an 8-component ring of Gaussians, the swiss roll, the checkerboard."""
     if name == "gmm":
-        k = rng.integers(0, 8, n)
-        centers = 4.0 * np.stack([np.cos(2 * np.pi * k / 8), np.sin(2 * np.pi * k / 8)], 1)
-        return (centers + 0.3 * rng.standard_normal((n, 2))).astype(np.float32)
+        k = rng.integers(0, GMM_MODES, n)
+        return (gmm_centers()[k] + GMM_STD * rng.standard_normal((n, 2))).astype(np.float32)
     if name == "swiss_roll":
         t = 1.5 * np.pi * (1 + 2 * rng.random(n))
         x = np.stack([t * np.cos(t), t * np.sin(t)], 1) / 5.0

@@ -26,8 +26,10 @@ class EMA:
         return {"rate": self.rate, "num_updates": self.num_updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
+        """Loads a saved state onto the device of the current shadow weights (a snapshot is read to the CPU)."""
         self.rate, self.num_updates = state["rate"], state["num_updates"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.shadow = {k: v.to(self.shadow[k].device if k in self.shadow else v.device).clone()
+                       for k, v in state["shadow"].items()}
 
     def weights(self, like: nn.Module) -> dict:
         ref = like.state_dict()

@@ -182,3 +182,17 @@ def fd_against_step(path: Path, curves: dict[str, dict], metric: str = "FD (data
         ax.axis("off")
     fig.tight_layout()
     _save(fig, path)
+
+
+def points_over_data(path: Path, samples, data, title: str) -> None:
+    """2-D samples (blue) drawn over as many training points (grey): where the model puts mass against the data."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(data[:, 0], data[:, 1], s=3, c="0.75", label=f"data ({len(data)})", rasterized=True)
+    ax.scatter(samples[:, 0], samples[:, 1], s=3, c="tab:blue", alpha=0.6, label=f"samples ({len(samples)})",
+               rasterized=True)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    fig.tight_layout()
+    _save(fig, path)

@@ -29,7 +29,7 @@ def snapshot_grid_logger(params, tracker, n: int = 16, max_steps: int = 100):
             net.load_state_dict(ema.weights(net))
         gens = [rng.generator(params.seed, "snapshot-grid", i) for i in range(n)]
         with torch.no_grad():
-            x, _ = sampling.draw(params, s, net, n, gens, next(net.parameters()).device.type)
+            x, _ = sampling.draw(params, s, net, n, gens, next(net.parameters()).device)  # cuda:k, not "cuda"
         batch = x.float().cpu().numpy() if is_points(params) else to_uint8(x, params.data.centered)
         with tempfile.TemporaryDirectory() as d:
             f = Path(d) / f"samples_step_{step:09d}.png"

@@ -162,8 +162,9 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
     net = models.build(params)
     opt_cls = torch.optim.AdamW if o_cfg.optimizer == "AdamW" else torch.optim.Adam
     optimizer = opt_cls(net.parameters(), lr=o_cfg.lr, betas=(o_cfg.beta1, 0.999), eps=o_cfg.eps, weight_decay=o_cfg.weight_decay)
-    ema = EMA(net, m_cfg.ema_rate) if t_cfg.use_ema else None
     net, optimizer = accelerator.prepare(net, optimizer)
+    # after prepare: the EMA's shadow weights live on the accelerator's device, beside the weights they average
+    ema = EMA(accelerator.unwrap_model(net), m_cfg.ema_rate) if t_cfg.use_ema else None
     sde = make_sde(params)
     loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,
                                  likelihood_weighting=t_cfg.likelihood_weighting)

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
+from pipeline.experiment import sample_shape
 from pipeline.models.registry import register
 
 
@@ -19,14 +20,17 @@ def sinusoidal_embedding(labels: torch.Tensor, dim: int) -> torch.Tensor:
 
 @register("mlp")
 class ScoreMLP(nn.Module):
-    """net(x, labels): flattens x, concatenates an embedding of the label (log σ for VE, 999·t for VP)."""
+    """net(x, labels): flattens x, concatenates an embedding of the label (log σ for VE, 999·t for VP).
+
+    Its input is one sample of `experiment.sample_shape`: a 2-D point (n, 2) for the toys, an image (n, C, H, W) else.
+    """
 
     def __init__(self, params):
         super().__init__()
-        m, d = params.model, params.data
-        self.shape = (d.num_channels, d.image_size, d.image_size)
+        m = params.model
+        self.shape = sample_shape(params, 1)[1:]
         self.log_label = params.training.sde == "vesde" and params.training.continuous
-        dim = d.num_channels * d.image_size * d.image_size
+        dim = math.prod(self.shape)
         self.emb_dim = 64
         layers: list[nn.Module] = []
         width = dim + self.emb_dim

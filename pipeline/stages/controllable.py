@@ -62,7 +62,7 @@ def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tupl
     info = {"status": "done", "num_images": int(x0.shape[0]), "num_steps": int(steps), "predictor": s.predictor,
             "corrector": s.corrector, "snr": s.snr if s.corrector != "none" else None, "order": s.order,
             "eps": eps}
-    gens = [generator(p.seed, "controllable", task, i, device=device) for i in range(x0.shape[0])]
+    gens = [generator(p.seed, "controllable", task, i) for i in range(x0.shape[0])]  # CPU: same draws on any device
     kw = dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each, eps=eps,
               generator=gens, denoise=s.noise_removal, num_steps=steps, order=s.order)
     unit0 = to_unit(x0, p.data.centered)

@@ -29,6 +29,7 @@ from pipeline.metrics.inception import (
     resolve_inception_weights,
 )
 from pipeline.metrics.inception_score import inception_score, is_protocol
+from pipeline.metrics.points import median_bandwidths, mmd2, mode_weights, sliced_wasserstein2
 from pipeline.metrics.stats import mean_std
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
@@ -69,6 +70,35 @@ def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1) -> dict:
     out = {"fd": with_error(fd), "kd": with_error(kd)}
     if is_:
         out["is"] = is_with_error(is_, is_splits)
+    return out
+
+
+def point_metrics(ctx, samples: np.ndarray) -> dict:
+    """2-D points (no feature network): MMD² and sliced W₂ to held-out test points, as many as samples per seed,
+    with the same two numbers between training and test points as the floor that n points allow; for `gmm`, the mode
+    weights (nearest centre) and the fraction of samples within 3 std of a centre (data: 0.989)."""
+    ds = ctx.params.data.dataset
+    test, _ = data.load_split(ctx.root, ds, "test")
+    train, _ = data.load_split(ctx.root, ds, "train")
+    n = min(samples.shape[1], len(test), len(train))
+    ref = test[:n].astype(np.float64)
+    bw = median_bandwidths(ref)
+    out: dict = {"reference": f"{ds} test split, first {n} points", "n": n, "mmd_bandwidths": bw}
+    per = {"mmd2": [], "sw2": [], "mode_weight_max_dev": [], "in_mode": []}
+    for x in samples:
+        x = x[:n].astype(np.float64)
+        per["mmd2"].append(mmd2(x, ref, bw))
+        per["sw2"].append(sliced_wasserstein2(x, ref))
+        if ds == "gmm":
+            w, inside = mode_weights(x, data.gmm_centers(), 3 * data.GMM_STD)
+            per["mode_weight_max_dev"].append(float(np.abs(w - 1 / len(w)).max()))
+            per["in_mode"].append(inside)
+    out.update({k: with_error(v) for k, v in per.items() if v})
+    base = train[:n].astype(np.float64)
+    out["data_floor"] = {"mmd2": mmd2(base, ref, bw), "sw2": sliced_wasserstein2(base, ref)}
+    if ds == "gmm":
+        w, inside = mode_weights(base, data.gmm_centers(), 3 * data.GMM_STD)
+        out["data_floor"].update(mode_weight_max_dev=float(np.abs(w - 1 / len(w)).max()), in_mode=inside)
     return out
 
 
@@ -145,9 +175,12 @@ def run(args) -> int:
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe), "feature_net": p.eval.feature_net,
                    "classifier": classifier_metrics(ev_dir, samples, p.eval.is_splits),
                    "inception": inception_metrics(ctx, samples)}
+        if samples.dtype != np.uint8:
+            metrics["points"] = point_metrics(ctx, samples)
         metrics.update(seconds=round(time.perf_counter() - t0, 2), mlflow_run_id=tracker.run_id)
-        flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception") for k, v in metrics[net].items()
-                if isinstance(v, dict) for s in ("mean", "std") if v.get(s) is not None}
+        flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception", "points")
+                for k, v in metrics.get(net, {}).items() if isinstance(v, dict) for s in ("mean", "std")
+                if v.get(s) is not None}
         tracker.log_metrics(flat)
         atomic.write_json(ctx.path("eval", args.sampler), metrics)
         tracker.log_artifact(ctx.path("eval", args.sampler))

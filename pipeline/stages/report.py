@@ -51,6 +51,24 @@ def _loss_label(p) -> str:
     return f"{'DSM' if t.continuous else 'discrete'} loss per sample\n({how} over {dims} dims, unitless)"
 
 
+def _points_over_data(root: Path, x: dict, sampler: str, s: dict, png: Path) -> bool:
+    """For 2-D points: the first seed's samples over as many training points (REAL_SEED), with the point metrics
+    of the evaluate stage in the title. False for images (or unreadable samples): the sample grid is used."""
+    try:
+        with np.load(root / s["samples"] / "samples.npz") as z:
+            if "points" not in z:
+                return False
+            pts = z["points"][0]
+        train, _ = data.load_split(root, x["dataset"], "train")
+    except (OSError, ValueError, KeyError, StageError):
+        return False
+    idx = np.random.default_rng(REAL_SEED).choice(len(train), size=min(len(train), len(pts)), replace=False)
+    pm = (s["eval"] or {}).get("points") or {}
+    q = ", ".join(f"{label} {report.ours(pm[k])[2]}" for k, label in (("mmd2", "MMD²"), ("sw2", "SW₂")) if k in pm)
+    figures.points_over_data(png, pts, train[np.sort(idx)], f"{x['experiment']} / {sampler}" + (f": {q}" if q else ""))
+    return True
+
+
 def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tuple[list[dict], list[str]]:
     """Copy / draw the figures into fig_dir; returns (figures in display order, notes on what is missing)."""
     figs, missing = [], []
@@ -68,11 +86,16 @@ def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tup
             grid = root / s["samples"] / "grid.png"
             if grid.exists():
                 name = f"samples-{x['experiment']}-{sampler}.png"
-                shutil.copyfile(grid, fig_dir / name)
                 ev = s["eval"]
+                if not _points_over_data(root, x, sampler, s, fig_dir / name):
+                    shutil.copyfile(grid, fig_dir / name)
                 fd, fid = report.classifier(ev, "fd"), report.inception(ev, "fid")
                 q = (f"; FID {report.ours(fid)[2]}" if isinstance(fid, dict) else
                      f"; FD {report.ours(fd)[2]}" if isinstance(fd, dict) else "")
+                pm = (ev or {}).get("points") or {}
+                q += "".join(f"; {label} {report.ours(pm[k])[2]}" for k, label in
+                             (("mmd2", "MMD²"), ("sw2", "sliced W₂"), ("mode_weight_max_dev", "max |mode weight − 1/8|"))
+                             if isinstance(pm.get(k), dict))
                 figs.append({"section": report_html.SAMPLES, "kind": "grid", "dataset": x["dataset"],
                              "experiment": x["experiment"], "file": name,
                              "caption": f"{report.sampler_text(sampler, s['settings'])}; NFE {report.nfe_text(ev)}{q}"})

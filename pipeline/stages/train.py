@@ -85,7 +85,7 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         out_dir = ctx.path("train")
         with atomic.atomic_dir(out_dir) as tmp:
             ckpt = checkpoint.make(p, {k: v.cpu() for k, v in model.state_dict().items()},
-                                   ema.weights(model) if ema else None, res.step)
+                                   {k: v.cpu() for k, v in ema.weights(model).items()} if ema else None, res.step)
             checkpoint.save(tmp / "model.pt", ckpt)
             if p.training.ckpt_freq:  # the kept weights before the last step (model.pt is the last one)
                 for step, f in checkpoint.kept_weights(ctx.path("snapshots") / KEPT_WEIGHTS):
