@@ -106,6 +106,7 @@ class TrainingConfig(_Block):
     gradient_accumulation_steps: int = Field(1, ge=1)
     use_ema: bool = True
     snapshot_sampling: bool = True  # a sample grid to MLflow at every snapshot (reference key)
+    compile: bool = False  # torch.compile (inductor) the network for the train step; eager fallback (pipeline/compiled.py)
 
 
 class OptimConfig(_Block):
@@ -146,6 +147,7 @@ class SamplingConfig(_Block):
     s_tmax: Optional[float] = Field(None, gt=0)  # None: no upper bound
     s_noise: float = Field(1.0, gt=0)
     eta: float = Field(0.0, ge=0)  # ddim: 0 deterministic, 1 ancestral
+    compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/compiled.py)
 
 
 class EvalConfig(_Block):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import atomic, losses, models
+from pipeline import atomic, compiled, losses, models
 from pipeline.ema import EMA
 from pipeline.errors import StageError
 from pipeline.experiment import make_sde
@@ -152,6 +152,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
     optimizer = opt_cls(net.parameters(), lr=o_cfg.lr, betas=(o_cfg.beta1, 0.999), eps=o_cfg.eps, weight_decay=o_cfg.weight_decay)
     ema = EMA(net, m_cfg.ema_rate) if t_cfg.use_ema else None
     net, optimizer = accelerator.prepare(net, optimizer)
+    forward = compiled.maybe_compile(net, t_cfg.compile, f"training.compile ({params.model.name})")  # net(x, labels)
     sde = make_sde(params)
     loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,
                                  likelihood_weighting=t_cfg.likelihood_weighting)
@@ -196,7 +197,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
                 ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
-                    loss = loss_fn(net, x_all[sl], gens) / accum
+                    loss = loss_fn(forward, x_all[sl], gens) / accum
                     accelerator.backward(loss)
                 total = total + loss.detach()
             if o_cfg.grad_clip > 0:
