@@ -11,9 +11,9 @@ Sections:
             nearest up-sampling), optimizer (Adam), other aten ops (elementwise, copies, reductions) and Python /
             framework overhead (step time outside every aten op);
   switches  train step and forward, median CPU seconds, every variant interleaved in the same repetitions (so load
-            from other processes hits all alike): baseline = what the pipeline does today (channels-last
-            activations, Adam's default for-loop implementation, fp32, no_grad); then NCHW, foreach / fused Adam, bf16
-            autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
+            from other processes hits all alike): baseline = what the pipeline does (channels-last activations:
+            models/layout.py; Adam's default for-loop implementation; fp32); then NCHW activations, foreach /
+            fused Adam, bf16 autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
   batches   forward CPU seconds per image at several batch sizes (the sampler's batch).
 The nets are the issue's small CPU configs (benchmarks/bench_models.py: 32×32×1, nf 32, ch_mult 1,2,2, 2 blocks,
 attention at 16×16), and the default suite's Fashion-MNIST NCSN++ (params/fmnist/ncsnpp_cont.yaml) as `fmnist`.
@@ -73,19 +73,24 @@ def build(arch: str, batch: int, seed: int = 0):
     return models.build(params), torch.randn(batch, 1, 32, 32, generator=gen), labels_for(arch, batch, gen)
 
 
-def nchw():
-    """Activations in the standard NCHW layout instead of channels last (undoes models/layout.py's choice)."""
+def layout(kind: str):
+    """Force the activations' layout, "nchw" (standard) or "channels_last", in place of models/layout.py's."""
     from pipeline.models import unet
     saved = unet.cpu_channels_last
+    fmt = torch.channels_last if kind == "channels_last" else torch.contiguous_format
 
     @contextlib.contextmanager
     def ctx():
-        unet.cpu_channels_last = lambda t: t.contiguous()
+        unet.cpu_channels_last = lambda t: t.contiguous(memory_format=fmt) if t.dim() == 4 else t
         try:
             yield
         finally:
             unet.cpu_channels_last = saved
     return ctx()
+
+
+def nchw():
+    return layout("nchw")
 
 
 def bf16():
@@ -186,7 +191,7 @@ def timed(fn) -> float:
     return time.process_time() - t
 
 
-def switches(arch: str, batch: int, reps: int, use_compile: bool, peak: float) -> None:
+def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) -> None:
     base, x, labels = build(arch, batch)
     train_flops, fwd_flops = flops(base, x, labels)
     none = contextlib.nullcontext
@@ -204,7 +209,8 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, peak: float) -
             opt.step()
         return step
 
-    trains = {"baseline (channels-last, Adam for-loop, fp32)": variant(),
+    trains = {} if "train" not in parts else {
+              "baseline (pipeline: channels-last, Adam for-loop, fp32)": variant(),
               "NCHW activations": variant(ctx=nchw),
               "foreach Adam": variant({"foreach": True}),
               "fused Adam": variant({"fused": True}),
@@ -216,10 +222,12 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, peak: float) -
             with mode(), ctx():
                 call(x, labels)
         return f
-    fwds = {"baseline (no_grad, channels-last, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
+    fwds = {} if "forward" not in parts else {
+            "baseline (pipeline: no_grad, channels-last, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
             "NCHW activations": fwd(ctx=nchw), "bf16 autocast": fwd(ctx=bf16)}
-    if use_compile:
+    if use_compile and trains:
         trains["torch.compile (inductor)"] = variant(compile_=True)
+    if use_compile and fwds:
         fwds["torch.compile (inductor), no_grad"] = fwd(call=torch.compile(copy.deepcopy(base).eval()))
     for group in (trains, fwds):  # warm-up: oneDNN kernels per shape, compilation
         for name, f in group.items():
@@ -228,14 +236,20 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, peak: float) -
             if "compile" in name:
                 print(f"  ({arch}: first call of '{name}' incl. compilation: {time.perf_counter() - t:.1f} s wall)", flush=True)
     times = {(id(g), k): [] for g in (trains, fwds) for k in g}
+    peaks = []
     for _ in range(reps):
+        peaks.append(matmul_peak(reps=3))  # the roofline under the same load as the steps around it
         for group in (trains, fwds):
             for name, f in group.items():
                 times[id(group), name].append(timed(f))
     print(f"\n{arch}: {models.count_parameters(base):,} params, batch {batch}; {train_flops / 1e9:.1f} GFLOP per train step, "
           f"{fwd_flops / 1e9:.1f} GFLOP per forward; median of {reps} interleaved reps, CPU s")
+    peak = max(peaks)
+    print(f"  fp32 matmul peak measured between the reps: {', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s (max used)")
     print(f"  {'variant':<48} {'s':>7} {'vs base':>8} {'GFLOP/s':>8} {'of fp32 peak':>13}")
     for label, group, fl in (("train step", trains, train_flops), ("forward", fwds, fwd_flops)):
+        if not group:
+            continue
         print(f"  -- {label}")
         med = {k: statistics.median(times[id(group), k]) for k in group}
         b = next(iter(med.values()))
@@ -264,23 +278,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sections", default="peak,profile,switches")
     ap.add_argument("--batch-sizes", default="8,32,128")
+    ap.add_argument("--parts", default="train,forward", help="switches: train step, forward or both")
     ap.add_argument("--compile", action="store_true", help="add torch.compile variants (minutes of compilation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sections = args.sections.split(",")
     archs = args.archs.split(",")
-    peak = matmul_peak()
     print(f"{args.threads} thread(s); CPU seconds (process time); batch {args.batch}. This machine is shared with other "
           "processes: compare ratios measured in the same run, not absolute seconds across runs.")
     if "peak" in sections:
-        bf = matmul_peak(torch.bfloat16)
+        peak, bf = matmul_peak(), matmul_peak(torch.bfloat16)
         print(f"matmul peak, 1024^3, best of 7: fp32 {peak:.1f} GFLOP/s, bf16 {bf:.1f} GFLOP/s ({bf / peak:.2f}x fp32)")
     if "profile" in sections:
         for a in archs:
             profile_arch(a, args.batch)
     if "switches" in sections:
         for a in archs:
-            switches(a, args.batch, args.reps, args.compile, peak)
+            switches(a, args.batch, args.reps, args.compile, args.parts)
     if "batches" in sections:
         for a in archs:
             batches(a, [int(s) for s in args.batch_sizes.split(",")], args.reps)

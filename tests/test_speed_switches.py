@@ -117,3 +117,4 @@ def test_compile_keys_are_booleans(block):
     assert getattr(Params(), block).compile is False
     with pytest.raises(ValueError):
         Params(**{block: {"compile": "sometimes"}})
+
