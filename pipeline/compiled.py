@@ -15,6 +15,7 @@ of CPU for the default suite's NCSN++ (once per process and input shape; inducto
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Callable
 
 import torch
@@ -62,3 +63,16 @@ def _root_cause(err: BaseException) -> str:
 def maybe_compile(net: torch.nn.Module, enabled: bool, what: str, **kwargs):
     """`CompiledNet(net, what)` when `enabled`, else `net` itself."""
     return CompiledNet(net, what, **kwargs) if enabled else net
+
+
+_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, CompiledNet]" = weakref.WeakKeyDictionary()
+
+
+def cached(net: torch.nn.Module, enabled: bool, what: str):
+    """`maybe_compile`, one wrapper per network object: a sampler called batch after batch compiles (or fails and
+    logs) once, not once per batch."""
+    if not enabled:
+        return net
+    if net not in _CACHE:
+        _CACHE[net] = CompiledNet(net, what)
+    return _CACHE[net]

@@ -88,17 +88,16 @@ def test_compile_failure_falls_back_with_logged_reason():
     assert len(logs) == 1  # logged once, not per call
 
 
-def test_missing_cxx_compiler_falls_back(monkeypatch):
+def test_missing_cxx_compiler_falls_back():
     """The real inductor path with its C++ compiler missing (as on a machine without gcc)."""
     from torch._inductor import config as inductor_config
     torch._dynamo.reset()
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
     torch.manual_seed(0)
     net = models.build(_params())
     x, labels = torch.randn(3, 1, 8, 8), torch.tensor([1.0, 500.0, 998.0])
     logs = []
     fast = compiled.CompiledNet(net, "sampling.compile", log=logs.append)
-    with torch.no_grad():
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",)}), torch.no_grad():
         out = fast(x, labels)
         assert torch.equal(out, net(x, labels))
     torch._dynamo.reset()
@@ -118,3 +117,25 @@ def test_compile_keys_are_booleans(block):
     with pytest.raises(ValueError):
         Params(**{block: {"compile": "sometimes"}})
 
+
+
+def test_sampling_compile_gives_eager_samples():
+    """`sampling.compile` through sampling.draw (as the sample stage calls it, batch after batch): the same samples
+    as the eager network to float32 rounding, one compiled wrapper per network."""
+    from pipeline import rng, sampling
+    p = _params()
+    torch.manual_seed(0)
+    net = models.build(p).eval()
+    with torch.no_grad():
+        net.net[-1].bias.fill_(0.1)  # a nonzero score: init_scale may zero the last layer
+    s_eager = p.sampling.model_copy(update=dict(method="pc", predictor="euler_maruyama", num_steps=8))
+    s_fast = s_eager.model_copy(update=dict(compile=True))
+    gens = lambda: [rng.generator(p.seed, "sample", 0, i) for i in range(4)]  # noqa: E731
+    with torch.no_grad():
+        ref, nfe = sampling.draw(p, s_eager, net, 4, gens())
+        out, nfe_fast = sampling.draw(p, s_fast, net, 4, gens())
+        again, _ = sampling.draw(p, s_fast, net, 4, gens())
+    assert nfe == nfe_fast == 8
+    assert compiled.cached(net, True, "x").compiled and compiled.cached(net, True, "x") is compiled.cached(net, True, "y")
+    assert_close_f32(out, ref, what="compiled vs eager samples")
+    assert torch.equal(again, out)
