@@ -15,7 +15,6 @@ of CPU for the default suite's NCSN++ (once per process and input shape; inducto
 from __future__ import annotations
 
 import sys
-import weakref
 from typing import Callable
 
 import torch
@@ -65,14 +64,14 @@ def maybe_compile(net: torch.nn.Module, enabled: bool, what: str, **kwargs):
     return CompiledNet(net, what, **kwargs) if enabled else net
 
 
-_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, CompiledNet]" = weakref.WeakKeyDictionary()
-
-
 def cached(net: torch.nn.Module, enabled: bool, what: str):
     """`maybe_compile`, one wrapper per network object: a sampler called batch after batch compiles (or fails and
-    logs) once, not once per batch."""
+    logs) once, not once per batch. The wrapper is kept on the module outside nn.Module's registry (so it is not a
+    submodule and not in the state dict) and goes away with it."""
     if not enabled:
         return net
-    if net not in _CACHE:
-        _CACHE[net] = CompiledNet(net, what)
-    return _CACHE[net]
+    wrapper = net.__dict__.get("_pipeline_compiled")
+    if wrapper is None:
+        wrapper = CompiledNet(net, what)
+        object.__setattr__(net, "_pipeline_compiled", wrapper)
+    return wrapper

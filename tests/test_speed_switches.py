@@ -139,3 +139,4 @@ def test_sampling_compile_gives_eager_samples():
     assert compiled.cached(net, True, "x").compiled and compiled.cached(net, True, "x") is compiled.cached(net, True, "y")
     assert_close_f32(out, ref, what="compiled vs eager samples")
     assert torch.equal(again, out)
+    assert list(net.state_dict()) == list(models.build(p).state_dict())  # the cached wrapper is no submodule
