@@ -15,25 +15,28 @@ of CPU for the default suite's NCSN++ (once per process and input shape; inducto
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
+
+BACKEND = "inductor"  # torch.compile's backend (tests swap in failing ones)
+T = TypeVar("T")
 
 
 class CompiledNet:
     """`net(x, labels)` through torch.compile, falling back to the eager `net` (with a logged reason) on failure.
 
-    A failure is caught wherever compilation happens: at the first call, or at a recompilation for a new input
-    shape or train / eval mode. The backward graph is compiled together with the forward one, so a failure there
-    surfaces at the forward call too.
+    A failure is caught where the forward graph compiles: at the first call, or at a recompilation for a new input
+    shape or train / eval mode. The backward graph is compiled lazily, at the first backward pass, outside this
+    call: `run_with_fallback` covers a training step.
     """
 
-    def __init__(self, net: torch.nn.Module, what: str, backend="inductor", log: Callable[[str], None] | None = None,
+    def __init__(self, net: torch.nn.Module, what: str, backend=None, log: Callable[[str], None] | None = None,
                  **options):
         self.net, self.what = net, what
         self.fallback_reason: str | None = None
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self._compiled = torch.compile(net, backend=backend, **options)
+        self._compiled = torch.compile(net, backend=backend or BACKEND, **options)
 
     @property
     def compiled(self) -> bool:
@@ -44,11 +47,32 @@ class CompiledNet:
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compiler failure; a real error recurs in the eager call
-                self.fallback_reason = _root_cause(err)
-                self._compiled = None
-                self._log(f"warning: {self.what}: torch.compile failed ({self.fallback_reason}); running the network "
-                          "eagerly (same results, no compilation speed-up)")
+                self.fall_back(err)
         return self.net(*args, **kwargs)
+
+    def fall_back(self, err: BaseException) -> None:
+        """Run eagerly from now on; one line with the reason to the log."""
+        self.fallback_reason = _root_cause(err)
+        self._compiled = None
+        self._log(f"warning: {self.what}: torch.compile failed ({self.fallback_reason}); running the network "
+                  "eagerly (same results, no compilation speed-up)")
+
+
+def run_with_fallback(forward, step: Callable[[], T], reset: Callable[[], None]) -> T:
+    """step() (forward and backward passes through `forward`). If it raises while `forward` is a compiled network
+    (the backward graph compiles at the first backward pass), `forward` falls back to eager, reset() clears what
+    the failed pass left (gradients) and step() runs again: the step is then exactly an eager step (step() reseeds
+    its own randomness). A real error recurs in the eager rerun and propagates."""
+    if not (isinstance(forward, CompiledNet) and forward.compiled):
+        return step()
+    try:
+        return step()
+    except Exception as err:  # noqa: BLE001
+        if not forward.compiled:  # the forward pass already fell back: the error is the eager network's own
+            raise
+        forward.fall_back(err)
+        reset()
+        return step()
 
 
 def _root_cause(err: BaseException) -> str:

@@ -189,17 +189,21 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
             idx = batch_indices(len(train_data), B, step, params.seed)
             mine = range(rank * per_proc, (rank + 1) * per_proc)
             x_all = make_batch(params, train_data, idx[mine.start:mine.stop], step).to(accelerator.device)
-            torch.manual_seed(seed_for(params.seed, "dropout", step, rank))
             net.train()
-            total = torch.zeros((), device=accelerator.device)
-            for a in range(accum):
-                sl = slice(a * micro, (a + 1) * micro)
-                gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
-                ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    loss = loss_fn(forward, x_all[sl], gens) / accum
-                    accelerator.backward(loss)
-                total = total + loss.detach()
+
+            def accumulate():  # forward + backward of the micro-batches; their mean loss
+                torch.manual_seed(seed_for(params.seed, "dropout", step, rank))
+                total = torch.zeros((), device=accelerator.device)
+                for a in range(accum):
+                    sl = slice(a * micro, (a + 1) * micro)
+                    gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
+                    ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
+                    with ctx, accelerator.autocast():
+                        loss = loss_fn(forward, x_all[sl], gens) / accum
+                        accelerator.backward(loss)
+                    total = total + loss.detach()
+                return total
+            total = compiled.run_with_fallback(forward, accumulate, reset=lambda: optimizer.zero_grad(set_to_none=True))
             if o_cfg.grad_clip > 0:
                 grad_norm = accelerator.clip_grad_norm_(net.parameters(), o_cfg.grad_clip)
             else:

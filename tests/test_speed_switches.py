@@ -104,6 +104,24 @@ def test_missing_cxx_compiler_falls_back():
     assert not fast.compiled and len(logs) == 1, logs
 
 
+def test_backward_compile_failure_in_training_reruns_the_step_eagerly(tmp_path, monkeypatch, capsys):
+    """The backward graph compiles at the first backward pass, after the forward call returned: the train loop
+    reruns that step eagerly, so the whole run equals the eager one bit for bit (dropout reseeded, grads cleared)."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    def failing_bw(gm, example_inputs):
+        raise RuntimeError("backward kernel failed to build")
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "BACKEND", aot_autograd(fw_compiler=lambda gm, ex: gm, bw_compiler=failing_bw))
+    data = _data()
+    _, _, eager = train(_params(compile=False), data, None, tmp_path / "eager", progress=False)
+    _, _, fell_back = train(_params(compile=True), data, None, tmp_path / "compiled", progress=False)
+    torch._dynamo.reset()
+    err = capsys.readouterr().err
+    assert err.count("torch.compile failed") == 1 and "backward kernel failed to build" in err
+    assert fell_back.losses == eager.losses
+
+
 def test_switch_off_returns_the_module_itself():
     net = models.build(_params())
     assert compiled.maybe_compile(net, False, "x") is net
