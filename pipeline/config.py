@@ -115,6 +115,7 @@ class TrainingConfig(_Block):
     num_processes: int = Field(1, ge=1)
     accelerate_config: Optional[str] = None
     ckpt_freq: Optional[int] = Field(None, ge=1)  # keep the evaluation (EMA) weights every N steps: checkpoint curve
+    compile: bool = False  # torch.compile (inductor) the network for the train step; eager fallback (pipeline/compiled.py)
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -187,6 +188,7 @@ class SamplingConfig(_Block):
     s_tmax: Optional[float] = Field(None, gt=0)  # None: no upper bound
     s_noise: float = Field(1.0, gt=0)
     eta: float = Field(0.0, ge=0)  # ddim: 0 deterministic, 1 ancestral
+    compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/compiled.py)
 
 
 class EvalConfig(_Block):

@@ -20,7 +20,7 @@ import torch
 from scipy import integrate
 from tqdm.auto import tqdm
 
-from pipeline import names, rng
+from pipeline import compiled, names, rng
 from pipeline.correctors import get_corrector
 from pipeline.experiment import make_sde, sample_shape, score_function
 from pipeline.fast_samplers import ddim_sample, dpm_solver_sample, heun_sample
@@ -185,7 +185,7 @@ def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor,
     """n samples of the experiment `params` with sampler setting `s` (a SamplingConfig), in the model's data range,
     and the number of score evaluations. `generator`: one per sample (rows independent of the batch)."""
     sde = make_sde(params)
-    score_fn = score_function(params, sde, net)
+    score_fn = score_function(params, sde, compiled.cached(net, s.compile, "sampling.compile"))
     shape = sample_shape(params, n)
     if s.method == "ode":
         return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=sampling_eps(params, s),

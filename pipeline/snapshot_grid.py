@@ -21,7 +21,8 @@ def snapshot_grid_logger(params, tracker, n: int = 16, max_steps: int = 100):
     `max_steps` steps and 5 corrector steps) to MLflow under snapshot_grids/."""
     s = params.sampling.model_copy(update={"num_steps": min(params.sampling.num_steps or params.model.num_scales,
                                                             max_steps),
-                                           "n_steps_each": min(params.sampling.n_steps_each, 5)})
+                                           "n_steps_each": min(params.sampling.n_steps_each, 5),
+                                           "compile": False})  # 16 samples from a fresh copy: compiling never pays
 
     def log(step: int, model, ema) -> None:
         net = copy.deepcopy(model).eval()

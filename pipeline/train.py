@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, losses, models
+from pipeline import atomic, checkpoint, compiled, losses, models
 from pipeline.ema import EMA
 from pipeline.errors import StageError
 from pipeline.experiment import make_sde
@@ -165,6 +165,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
     net, optimizer = accelerator.prepare(net, optimizer)
     # after prepare: the EMA's shadow weights live on the accelerator's device, beside the weights they average
     ema = EMA(accelerator.unwrap_model(net), m_cfg.ema_rate) if t_cfg.use_ema else None
+    forward = compiled.maybe_compile(net, t_cfg.compile, f"training.compile ({params.model.name})")  # net(x, labels)
     sde = make_sde(params)
     loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,
                                  likelihood_weighting=t_cfg.likelihood_weighting)
@@ -201,17 +202,21 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
             idx = batch_indices(len(train_data), B, step, params.seed)
             mine = range(rank * per_proc, (rank + 1) * per_proc)
             x_all = make_batch(params, train_data, idx[mine.start:mine.stop], step).to(accelerator.device)
-            torch.manual_seed(seed_for(params.seed, "dropout", step, rank))
             net.train()
-            total = torch.zeros((), device=accelerator.device)
-            for a in range(accum):
-                sl = slice(a * micro, (a + 1) * micro)
-                gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
-                ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    loss = loss_fn(net, x_all[sl], gens) / accum
-                    accelerator.backward(loss)
-                total = total + loss.detach()
+
+            def accumulate():  # forward + backward of the micro-batches; their mean loss
+                torch.manual_seed(seed_for(params.seed, "dropout", step, rank))
+                total = torch.zeros((), device=accelerator.device)
+                for a in range(accum):
+                    sl = slice(a * micro, (a + 1) * micro)
+                    gens = loss_generators(params, step, range(mine.start + a * micro, mine.start + (a + 1) * micro))
+                    ctx = accelerator.no_sync(net) if a < accum - 1 else contextlib.nullcontext()
+                    with ctx, accelerator.autocast():
+                        loss = loss_fn(forward, x_all[sl], gens) / accum
+                        accelerator.backward(loss)
+                    total = total + loss.detach()
+                return total
+            total = compiled.run_with_fallback(forward, accumulate, reset=lambda: optimizer.zero_grad(set_to_none=True))
             if o_cfg.grad_clip > 0:
                 grad_norm = accelerator.clip_grad_norm_(net.parameters(), o_cfg.grad_clip)
             else:

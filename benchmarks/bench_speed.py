@@ -1,0 +1,304 @@
+"""Where a train step and a sampling step of NCSN++ / DDPM++ spend their CPU time, how close they run to the CPU's
+matmul peak, and which speed switches pay (issue 15).
+
+    python benchmarks/bench_speed.py [--archs ncsnpp,ddpmpp] [--batch 64] [--sections peak,profile,switches,batches]
+                                     [--compile] [--reps 3]
+
+Sections:
+  peak      single-thread fp32 (and bf16) matmul GFLOP/s: the roofline the goals are stated against;
+  profile   torch.profiler self CPU time of one train step and one sampling step (forward under inference_mode),
+            summed by category: convolutions, GroupNorm, SiLU, attention, up/down-sampling (FIR filters, pooling,
+            nearest up-sampling), optimizer (Adam), other aten ops (elementwise, copies, reductions) and Python /
+            framework overhead (step time outside every aten op);
+  switches  train step and forward, median CPU seconds, every variant interleaved in the same repetitions (so load
+            from other processes hits all alike): baseline = what the pipeline does (channels-last activations:
+            models/layout.py; Adam's default for-loop implementation; fp32); then NCHW activations, foreach /
+            fused Adam, bf16 autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
+  batches   forward CPU seconds per image at several batch sizes (the sampler's batch).
+The nets are the issue's small CPU configs (benchmarks/bench_models.py: 32×32×1, nf 32, ch_mult 1,2,2, 2 blocks,
+attention at 16×16), and the default suite's Fashion-MNIST NCSN++ (params/fmnist/ncsnpp_cont.yaml) as `fmnist`.
+Times are process CPU seconds of one thread (run under `taskset -c N` on a shared machine: CPU time then measures the
+work, not the wait for a core); FLOPs from torch.utils.flop_counter.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import re
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from bench_models import ARCHS, labels_for
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline import models
+from pipeline.config import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+FMNIST = ROOT / "params" / "fmnist" / "ncsnpp_cont.yaml"
+
+
+# --- the machine's roofline ---------------------------------------------------------------------------------------
+def matmul_peak(dtype=torch.float32, n: int = 1024, reps: int = 7) -> float:
+    """Best-of-`reps` GFLOP/s of an n×n×n matmul (2 n³ FLOPs) on the current thread count."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+# --- the nets -----------------------------------------------------------------------------------------------------
+def build(arch: str, batch: int, seed: int = 0):
+    """(net, x, labels) for an issue config (bench_models.ARCHS) or the default suite's NCSN++ ('fmnist')."""
+    gen = torch.Generator().manual_seed(1)
+    if arch == "fmnist":
+        _, params = load_params(str(FMNIST))
+        torch.manual_seed(seed)
+        net = models.build(params)
+        x = torch.rand(batch, 1, 28, 28, generator=gen)
+        labels = params.model.sigma_min * (params.model.sigma_max / params.model.sigma_min) ** torch.rand(batch, generator=gen)
+        return net, x, labels
+    model, continuous, centered, sde, _ = ARCHS[arch]
+    params = Params(model=model, data=dict(image_size=32, num_channels=1, centered=centered),
+                    training=dict(sde=sde, continuous=continuous))
+    torch.manual_seed(seed)
+    return models.build(params), torch.randn(batch, 1, 32, 32, generator=gen), labels_for(arch, batch, gen)
+
+
+def layout(kind: str):
+    """Force the activations' layout, "nchw" (standard) or "channels_last", in place of models/layout.py's."""
+    from pipeline.models import unet
+    saved = unet.cpu_channels_last
+    fmt = torch.channels_last if kind == "channels_last" else torch.contiguous_format
+
+    @contextlib.contextmanager
+    def ctx():
+        unet.cpu_channels_last = lambda t: t.contiguous(memory_format=fmt) if t.dim() == 4 else t
+        try:
+            yield
+        finally:
+            unet.cpu_channels_last = saved
+    return ctx()
+
+
+def nchw():
+    return layout("nchw")
+
+
+def bf16():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def flops(net, x, labels) -> tuple[float, float]:
+    """(train step FLOPs: forward + backward, forward FLOPs)."""
+    with FlopCounterMode(display=False) as c:
+        net(x, labels).square().mean().backward()
+    train = c.get_total_flops()
+    net.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as c, torch.no_grad():
+        net(x, labels)
+    return train, c.get_total_flops()
+
+
+# --- profile --------------------------------------------------------------------------------------------------------
+CATEGORIES = ("convolutions", "GroupNorm", "SiLU", "attention", "up/down-sampling", "optimizer", "other aten ops",
+              "Python / framework")
+
+
+def _is_resampling_conv(shapes) -> bool:
+    """A depthwise 4-tap FIR filter (weight [C, 1, k, k] with k = len(fir_kernel) = 4; the nets' convs are 1×1 / 3×3)."""
+    return any(len(s) == 4 and s[1] == 1 and s[2] == s[3] == 4 for s in shapes if isinstance(s, (list, tuple)))
+
+
+def category(name: str, shapes) -> str:
+    n = name.lower()
+    if re.search(r"group_norm", n):
+        return "GroupNorm"
+    if "silu" in n:
+        return "SiLU"
+    if re.search(r"attention|softmax|bmm", n):
+        return "attention"
+    if re.search(r"upsample|avg_pool|pad", n):
+        return "up/down-sampling"
+    if "conv" in n:
+        return "up/down-sampling" if _is_resampling_conv(shapes) else "convolutions"
+    return "other aten ops"
+
+
+def breakdown(fn) -> tuple[dict, float]:
+    """Self CPU seconds per category of one call of fn() (after a warm-up call), and the step's total."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with record_function("step"):
+            fn()
+    out = defaultdict(float)
+    total = 0.0
+    for ev in prof.events():
+        self_s = ev.self_cpu_time_total / 1e6
+        if ev.name == "step":
+            total = ev.cpu_time_total / 1e6
+        anc, in_opt = ev.cpu_parent, ev.name.startswith("Optimizer.")
+        while anc is not None and not in_opt:
+            in_opt = anc.name.startswith("Optimizer.")
+            anc = anc.cpu_parent
+        if not ev.name.startswith("aten::"):  # record_function scopes, autograd engine wrappers, profiler marks
+            out["optimizer" if in_opt else "Python / framework"] += self_s
+        elif in_opt:
+            out["optimizer"] += self_s
+        else:
+            out[category(ev.name, ev.input_shapes)] += self_s
+    return dict(out), total
+
+
+def profile_arch(arch: str, batch: int) -> None:
+    net, x, labels = build(arch, batch)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        net(x, labels).square().mean().backward()
+        opt.step()
+
+    def sample():
+        with torch.inference_mode():
+            net(x, labels)
+
+    net.train()
+    tr, tr_total = breakdown(train)
+    net.eval()
+    fw, fw_total = breakdown(sample)
+    print(f"\n{arch}: profile of one train step and one sampling step (forward), batch {batch}, self CPU time "
+          f"(profiler on: about {tr_total:.2f} s / {fw_total:.2f} s)")
+    print(f"  {'category':<20} {'train s':>8} {'share':>7} {'forward s':>10} {'share':>7}")
+    for c in CATEGORIES:
+        print(f"  {c:<20} {tr.get(c, 0):8.3f} {100 * tr.get(c, 0) / tr_total:6.1f}% {fw.get(c, 0):10.3f} "
+              f"{100 * fw.get(c, 0) / fw_total:6.1f}%")
+
+
+# --- switches -------------------------------------------------------------------------------------------------------
+def timed(fn) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) -> None:
+    base, x, labels = build(arch, batch)
+    train_flops, fwd_flops = flops(base, x, labels)
+    none = contextlib.nullcontext
+
+    def variant(opt_kw=None, ctx=none, compile_=False):
+        net = copy.deepcopy(base).train()
+        call = torch.compile(net) if compile_ else net
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4, **(opt_kw or {"foreach": False}))
+
+        def step():
+            with ctx():
+                loss = call(x, labels).float().square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    trains = {} if "train" not in parts else {
+              "baseline (pipeline: channels-last, Adam for-loop, fp32)": variant(),
+              "NCHW activations": variant(ctx=nchw),
+              "foreach Adam": variant({"foreach": True}),
+              "fused Adam": variant({"fused": True}),
+              "bf16 autocast": variant(ctx=bf16)}
+    net_eval = copy.deepcopy(base).eval()
+
+    def fwd(mode=torch.no_grad, ctx=none, call=net_eval):
+        def f():
+            with mode(), ctx():
+                call(x, labels)
+        return f
+    fwds = {} if "forward" not in parts else {
+            "baseline (pipeline: no_grad, channels-last, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
+            "NCHW activations": fwd(ctx=nchw), "bf16 autocast": fwd(ctx=bf16)}
+    if use_compile and trains:
+        trains["torch.compile (inductor)"] = variant(compile_=True)
+    if use_compile and fwds:
+        fwds["torch.compile (inductor), no_grad"] = fwd(call=torch.compile(copy.deepcopy(base).eval()))
+    for group in (trains, fwds):  # warm-up: oneDNN kernels per shape, compilation
+        for name, f in group.items():
+            t = time.perf_counter()
+            f()
+            if "compile" in name:
+                print(f"  ({arch}: first call of '{name}' incl. compilation: {time.perf_counter() - t:.1f} s wall)", flush=True)
+    times = {(id(g), k): [] for g in (trains, fwds) for k in g}
+    peaks = []
+    for _ in range(reps):
+        peaks.append(matmul_peak(reps=3))  # the roofline under the same load as the steps around it
+        for group in (trains, fwds):
+            for name, f in group.items():
+                times[id(group), name].append(timed(f))
+    print(f"\n{arch}: {models.count_parameters(base):,} params, batch {batch}; {train_flops / 1e9:.1f} GFLOP per train step, "
+          f"{fwd_flops / 1e9:.1f} GFLOP per forward; median of {reps} interleaved reps, CPU s")
+    peak = max(peaks)
+    print(f"  fp32 matmul peak measured between the reps: {', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s (max used)")
+    print(f"  {'variant':<48} {'s':>7} {'vs base':>8} {'GFLOP/s':>8} {'of fp32 peak':>13}")
+    for label, group, fl in (("train step", trains, train_flops), ("forward", fwds, fwd_flops)):
+        if not group:
+            continue
+        print(f"  -- {label}")
+        med = {k: statistics.median(times[id(group), k]) for k in group}
+        b = next(iter(med.values()))
+        for k, v in med.items():
+            print(f"  {k:<48} {v:7.3f} {b / v:7.2f}x {fl / v / 1e9:8.1f} {100 * fl / v / 1e9 / peak:12.1f}%")
+
+
+def batches(arch: str, sizes: list[int], reps: int) -> None:
+    print(f"\n{arch}: forward under inference_mode, CPU ms per image by batch size (median of {reps})")
+    for b in sizes:
+        net, x, labels = build(arch, b)
+        net.eval()
+
+        def f():
+            with torch.inference_mode():
+                net(x, labels)
+        f()
+        print(f"  batch {b:>4}: {1e3 * statistics.median(timed(f) for _ in range(reps)) / b:7.2f} ms/image", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", default="ncsnpp,ddpmpp,fmnist")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sections", default="peak,profile,switches")
+    ap.add_argument("--batch-sizes", default="8,32,128")
+    ap.add_argument("--parts", default="train,forward", help="switches: train step, forward or both")
+    ap.add_argument("--compile", action="store_true", help="add torch.compile variants (minutes of compilation)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sections = args.sections.split(",")
+    archs = args.archs.split(",")
+    print(f"{args.threads} thread(s); CPU seconds (process time); batch {args.batch}. This machine is shared with other "
+          "processes: compare ratios measured in the same run, not absolute seconds across runs.")
+    if "peak" in sections:
+        peak, bf = matmul_peak(), matmul_peak(torch.bfloat16)
+        print(f"matmul peak, 1024^3, best of 7: fp32 {peak:.1f} GFLOP/s, bf16 {bf:.1f} GFLOP/s ({bf / peak:.2f}x fp32)")
+    if "profile" in sections:
+        for a in archs:
+            profile_arch(a, args.batch)
+    if "switches" in sections:
+        for a in archs:
+            switches(a, args.batch, args.reps, args.compile, args.parts)
+    if "batches" in sections:
+        for a in archs:
+            batches(a, [int(s) for s in args.batch_sizes.split(",")], args.reps)
+
+
+if __name__ == "__main__":
+    main()
