@@ -19,6 +19,7 @@ def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dic
         "loss_curve": f"{r}/loss.csv",
         "likelihood": f"{r}/likelihood.json",
         "controllable": f"{r}/controllable",
+        "classifier": f"{r}/classifier",
         "report": f"reports/{suite}",
     }
     if sampler:
