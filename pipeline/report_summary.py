@@ -104,6 +104,8 @@ def timing(exps: list[dict], datasets: dict[str, dict]) -> str:
             per["evaluate"] += (s["eval"] or {}).get("seconds") or 0
         per["likelihood"] += (x["likelihood"] or {}).get("seconds") or 0
         per["controllable"] += sum(t.get("seconds") or 0 for t in (((x["controllable"] or {}).get("tasks")) or {}).values())
+        per["noise classifier"] += sum(t.get("classifier_seconds") or 0
+                                       for t in (((x["controllable"] or {}).get("tasks")) or {}).values())
     for d in datasets.values():
         per["dataset classifier"] += (d["evaluator"] or {}).get("seconds") or 0
     total = sum(per.values())

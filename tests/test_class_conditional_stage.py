@@ -157,3 +157,25 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, what):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(expect), err
     assert not (root / "runs/cc/exp/controllable").exists()
+
+
+def test_report_controllable_table_shows_the_accuracy(tmp_path):
+    """The class-conditional column appears only when some experiment asks for it, with the evaluator accuracy, the
+    sampler and the noise classifier's test accuracy."""
+    from pipeline.report_tables import controllable_table
+
+    params = load_params(_params(tmp_path))[1]
+    info = {"status": "done", "num_classes": 10, "samples_per_class": 8, "guidance_scale": 1.0, "method": "pc",
+            "predictor": "euler_maruyama", "corrector": "none", "num_steps": 100, "nfe": 100, "seconds": 41.3,
+            "evaluator_accuracy": 0.8625, "classifier_test_accuracy": {"0.01": 0.91, "0.5": 0.62}}
+    exps = [{"experiment": "exp", "dataset": "digits", "params": params,
+             "controllable": {"tasks": {"class_conditional": info}}}]
+    t = controllable_table(exps)
+    assert t.columns[-1] == "class-conditional (classifier guidance)" and len(t.columns) == 5
+    assert t.rows[0][2:4] == ["not requested (eval.controllable)"] * 2
+    cell = t.rows[0][4]
+    assert cell.startswith("86.2% of 10 × 8 samples classed as requested (evaluator); euler_maruyama + none, 100 steps")
+    assert "NFE 100" in cell and "guidance scale 1" in cell and "t=0.01: 91%, t=0.5: 62%" in cell
+    plain = params.model_copy(update={"eval": params.eval.model_copy(update={"controllable": ["inpainting"]})})
+    t = controllable_table([{**exps[0], "params": plain, "controllable": None}])
+    assert len(t.columns) == 4  # no class-conditional column when nobody asks for it
