@@ -29,7 +29,7 @@ except (ParamsError, ValueError) as e:  # an unknown suite or a bad params file:
     sys.exit(2)
 # Stages that run their network on CUDA when one is visible. `gpu` is what the SLURM executor plugin reads
 # (`--gpus=N`); locally it caps concurrent GPU jobs (`--resources gpu=N`, profiles/local sets 1).
-GPU_KINDS = {"train", "sample", "evaluate", "likelihood", "controllable", "curves"}
+GPU_KINDS = {"train", "classifier", "sample", "evaluate", "likelihood", "controllable", "curves"}
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
@@ -42,7 +42,7 @@ def stage(kind, wc):
     """The DAG stage that a rule's wildcards name."""
     if kind in ("download", "prepare", "evaluator"):
         return STAGES[f"{kind}-{wc.dataset}"]
-    if kind in ("train", "likelihood", "controllable", "curves"):
+    if kind in ("train", "classifier", "likelihood", "controllable", "curves"):
         return STAGES[f"{kind}-{wc.exp}"]
     if kind in ("sample", "evaluate"):
         return STAGES[f"{kind}-{wc.exp}-{wc.sampler}"]
@@ -137,6 +137,13 @@ rule likelihood:
     output: report("runs/{suite}/{exp}/likelihood.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "bits/dim"})
     params: **rule_params("likelihood")
     resources: **rule_resources("likelihood")
+    shell: "{params.cmd}"
+
+rule classifier:
+    input: deps("classifier")
+    output: directory("runs/{suite}/{exp}/classifier")
+    params: **rule_params("classifier")
+    resources: **rule_resources("classifier")
     shell: "{params.cmd}"
 
 rule controllable:

@@ -191,6 +191,39 @@ class SamplingConfig(_Block):
     compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/compiled.py)
 
 
+class NoiseClassifierConfig(_Block):
+    """The noise-conditional classifier p_t(y | x(t)) of class-conditional sampling (Score SDE App. I.1): a Wide-ResNet
+    with a noise-level embedding (`pipeline.models.noise_classifier`), trained by the `classifier` stage."""
+
+    nf: int = Field(16, ge=4)  # width of the first stage; stage i has nf * ch_mult[i] channels
+    ch_mult: tuple[int, ...] = Field((1, 2, 2), min_length=1)
+    num_res_blocks: int = Field(1, ge=1)  # wide residual blocks per stage (WRN-28-10: 4 per stage, nf 160)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    fourier_scale: float = Field(16.0, gt=0)  # std of the random Fourier frequencies of log σ̂(t)
+    n_iters: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)  # peak of the one-cycle schedule (AdamW)
+    test_images: int = Field(1000, ge=1)  # test accuracy on the first test images, at each of test_times
+    test_times: tuple[float, ...] = Field((0.01, 0.25, 0.5, 0.75, 1.0), min_length=1)
+
+    @field_validator("test_times")
+    @classmethod
+    def _times_in_range(cls, v):
+        if any(not 0 < t <= 1 for t in v):
+            raise ValueError(f"times must lie in (0, 1], got {list(v)}")
+        return v
+
+
+class ClassConditionalConfig(_Block):
+    """Class-conditional sampling (`eval.controllable: [class_conditional]`): the score plus guidance_scale times the
+    classifier's ∇ log p_t(y | x) (Score SDE Eq. 48-49), samples_per_class samples of every class."""
+
+    samples_per_class: int = Field(8, ge=1, le=64)
+    guidance_scale: float = Field(1.0, ge=0)  # 1: the paper's conditional score
+    # overrides of `sampling` (as a samplers: entry): pc, ode or a fast sampler; {} = the experiment's `sampling`
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+
 class EvalConfig(_Block):
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -212,9 +245,11 @@ class EvalConfig(_Block):
     fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
     # Controllable generation examples (Score SDE Sec. 5): the `controllable` stage runs these tasks on a few test
     # images with the PC sampler of `sampling` (reverse diffusion + Langevin when `sampling` is not a PC sampler).
-    controllable: list[Literal["inpainting", "colorization"]] = Field(default_factory=list)
+    controllable: list[Literal["inpainting", "colorization", "class_conditional"]] = Field(default_factory=list)
     controllable_images: int = Field(8, ge=1, le=64)
     controllable_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N
+    classifier: NoiseClassifierConfig = NoiseClassifierConfig()  # class_conditional: the classifier stage's network
+    class_conditional: ClassConditionalConfig = ClassConditionalConfig()
 
     @field_validator("controllable")
     @classmethod
@@ -300,6 +335,10 @@ class Params(_Block):
             return self.sampling
         return SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16)
 
+    def class_conditional_sampler(self) -> SamplingConfig:
+        """The class-conditional sampler: `sampling` with `eval.class_conditional.sampling` overrides."""
+        return sampler_override(self.sampling, self.eval.class_conditional.sampling)
+
     def sampler_settings(self) -> dict[str, SamplingConfig]:
         """The experiment's samplers: `sampling` under its method's name, then each `samplers.NAME` override."""
         out = {self.sampling.method: self.sampling}
@@ -380,6 +419,8 @@ def check_samplers(params: Params, path: str) -> None:
             key = ".".join(str(x) for x in err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             raise ParamsError(path, f"samplers.{name}.{key}", msg) from None
+    if "class_conditional" in params.eval.controllable:
+        settings["eval.class_conditional.sampling"] = _class_conditional_setting(params, path)
     if params.sampling.method in params.samplers:
         raise ParamsError(path, f"samplers.{params.sampling.method}",
                           "this name is taken by the default sampler (sampling.method)")
@@ -438,6 +479,25 @@ def _curve_settings(params: Params, path: str) -> dict[str, SamplingConfig]:
     if c.samplers and not c.nfe and any(s.method != "ode" for k, s in out.items() if k.startswith("curves.samplers.")):
         raise ParamsError(path, "curves.nfe", "a non-ODE curve needs target NFEs, e.g. [10, 20, 50]")
     return out
+
+
+def _class_conditional_setting(params: Params, path: str) -> SamplingConfig:
+    """`sampling` with the `eval.class_conditional.sampling` overrides, for a labelled image dataset and a sampler that
+    takes any score function (pc, ode or a fast one; ald is the unconditional NCSN sampler)."""
+    where = "eval.class_conditional.sampling"
+    if params.data.dataset in TOY_DATASETS or params.data.dataset == "celeba":
+        raise ParamsError(path, "eval.controllable", f"class_conditional needs a labelled image dataset; "
+                                                     f"{params.data.dataset} has no classes (remove it)")
+    try:
+        s = params.class_conditional_sampler()
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ParamsError(path, f"{where}.{key}", msg) from None
+    if s.method == "ald":
+        raise ParamsError(path, f"{where}.method", "class-conditional sampling runs pc, ode or a fast sampler, not ald")
+    return s
 
 
 def _check_fast_sampler(s: SamplingConfig, sde: str, where: str, path: str) -> None:

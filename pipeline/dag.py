@@ -24,7 +24,7 @@ PY = "python -m pipeline"
 @dataclass
 class Stage:
     name: str  # DVC stage name, e.g. "sample-ncsnpp_cont-pc"
-    kind: str  # download | prepare | evaluator | train | sample | evaluate | likelihood | controllable | curves | report
+    kind: str  # download | prepare | evaluator | train | classifier | sample | evaluate | likelihood | controllable | curves | report
     wildcards: dict[str, str]
     cmd: str
     deps: list[str]
@@ -175,10 +175,16 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
                                                           "eval.batch_size"])},
                          metrics=[base["likelihood"]]))
     if p.eval.controllable:
+        conditional = "class_conditional" in p.eval.controllable
         out.append(Stage(f"controllable-{e.name}", "controllable", {"suite": suite, "exp": e.name}, cmd("controllable"),
-                         deps=[base["train"], base["prepared"], *stage_code("controllable")], outs=[base["controllable"]],
+                         deps=[base["train"], base["prepared"],
+                               *([base["classifier"], base["evaluator"]] if conditional else []),
+                               *stage_code("controllable")], outs=[base["controllable"]],
                          params={e.path: _present(e.raw, ["seed", "sampling", "eval.controllable",
-                                                          "eval.controllable_images", "eval.controllable_steps"])}))
+                                                          "eval.controllable_images", "eval.controllable_steps",
+                                                          "eval.class_conditional"])}))
+        if conditional:
+            out.append(classifier_stage(e, suite))
     return out + curve_stages(e, suite)
 
 
@@ -193,6 +199,17 @@ def curve_stages(e: Experiment, suite: str) -> list[Stage]:
                   f"{PY} curves --params {e.path}", deps=[base["train"], base["evaluator"], *stage_code("curves")],
                   outs=[], params={e.path: _present(e.raw, ["seed", "sampling", "eval.batch_size", "curves"])},
                   metrics=metrics)]
+
+
+def classifier_stage(e: Experiment, suite: str) -> Stage:
+    """The noise-conditional classifier of class-conditional sampling: it needs the prepared data and the SDE, not the
+    score model, so it runs beside `train`."""
+    base = paths(suite, e.name, e.params.data.dataset)
+    return Stage(f"classifier-{e.name}", "classifier", {"suite": suite, "exp": e.name},
+                 f"{PY} classifier --params {e.path}", deps=[base["prepared"], *stage_code("classifier")],
+                 outs=[base["classifier"]],
+                 params={e.path: _present(e.raw, ["seed", "data", "training.sde", "model.sigma_min", "model.sigma_max",
+                                                  "model.beta_min", "model.beta_max", "eval.classifier"])})
 
 
 def dataset_stages(dataset: str) -> list[Stage]:

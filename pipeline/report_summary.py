@@ -105,6 +105,8 @@ def timing(exps: list[dict], datasets: dict[str, dict]) -> str:
         per["likelihood"] += (x["likelihood"] or {}).get("seconds") or 0
         per["controllable"] += sum(t.get("seconds") or 0 for t in (((x["controllable"] or {}).get("tasks")) or {}).values())
         per["curves"] += sum(((x.get("curves") or {}).get(k) or {}).get("seconds") or 0 for k in ("nfe", "ckpt"))
+        per["noise classifier"] += sum(t.get("classifier_seconds") or 0
+                                       for t in (((x["controllable"] or {}).get("tasks")) or {}).values())
     for d in datasets.values():
         per["dataset classifier"] += (d["evaluator"] or {}).get("seconds") or 0
     total = sum(per.values())

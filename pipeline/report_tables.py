@@ -240,14 +240,29 @@ def all_samplers_table(exps: list[dict]) -> Table:
 TASKS = ("inpainting", "colorization")
 
 
+def class_conditional_text(info: dict) -> str:
+    """A class_conditional result: the evaluator's accuracy on the samples, the sampler, the noise classifier's own
+    test accuracy at its test times."""
+    sampler = (f"{info['predictor']} + {info['corrector']}" if info.get("method") == "pc" else info.get("method"))
+    clf = info.get("classifier_test_accuracy") or {}
+    clf_text = ", ".join(f"t={t}: {a:.0%}" for t, a in clf.items())
+    return (f"{info['evaluator_accuracy']:.1%} of {info['num_classes']} × {info['samples_per_class']} samples classed as "
+            f"requested (evaluator); {sampler}, {info['num_steps']} steps, NFE {info['nfe']}, guidance scale "
+            f"{info['guidance_scale']:g}, {info['seconds']:.1f} s"
+            + (f"; noise classifier test accuracy {clf_text}" if clf_text else ""))
+
+
 def controllable_table(exps: list[dict]) -> Table | None:
     chosen = [x for x in exps if x["params"].eval.controllable]
     if not chosen:
         return None
+    # the class-conditional column only where some experiment asks for it
+    tasks = TASKS + (("class_conditional",) if any("class_conditional" in x["params"].eval.controllable
+                                                   for x in chosen) else ())
     rows = []
     for x in chosen:
         row = [x["experiment"], dataset_name(x["dataset"])]
-        for task in TASKS:
+        for task in tasks:
             if task not in x["params"].eval.controllable:
                 row.append("not requested (eval.controllable)")
                 continue
@@ -256,6 +271,8 @@ def controllable_table(exps: list[dict]) -> Table | None:
                 row.append(NOT_RUN)
             elif info.get("status") != "done":
                 row.append(info.get("status", "unknown"))
+            elif task == "class_conditional":
+                row.append(class_conditional_text(info))
             else:
                 err = (f"MSE hidden half {info['mse_unknown']:.4f}" if "mse_unknown" in info
                        else f"MSE colour {info['mse_color']:.4f}" if "mse_color" in info else "")
@@ -263,9 +280,14 @@ def controllable_table(exps: list[dict]) -> Table | None:
                            f"{info['num_steps']} steps, NFE {info['nfe']}, {info['seconds']:.1f} s; {err}".rstrip("; "))
         rows.append(row)
     return Table("controllable", "Controllable generation (Score SDE Sec. 5): examples",
-                 ["experiment", "dataset", "inpainting (right half)", "colorization"], rows,
+                 ["experiment", "dataset", "inpainting (right half)", "colorization"]
+                 + (["class-conditional (classifier guidance)"] if len(tasks) > len(TASKS) else []), rows,
                  note="Test images; MSE on [0, 1] pixel values against the original (a sample, not a reconstruction "
-                      "target: it measures plausibility only loosely).")
+                      "target: it measures plausibility only loosely)."
+                      + (" Class-conditional: samples drawn with the score plus ∇ log p_t(y | x) of a noise-conditional "
+                         "classifier (Score SDE Eq. 48-49); accuracy = the fraction whose class under the dataset "
+                         "classifier of the evaluator stage (the FD's feature net) is the requested one (chance: "
+                         "1 / number of classes)." if len(tasks) > len(TASKS) else ""))
 
 
 def lineage_table(exps: list[dict]) -> Table:

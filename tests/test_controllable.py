@@ -111,3 +111,25 @@ def test_known_entries_follow_the_forward_marginal():
     # exactly m(t) x0 up to float32 rounding of exp / multiply (1e-5 relative); the m of a neighbouring step
     # (dt = 0.005) differs by 2.5e-2 relative
     assert_close_f32(x[:, 0], torch.full((n,), m * 1.5), 1e-5, what="known entries")
+
+
+def test_class_guidance_through_a_fast_sampler_gives_the_component_law():
+    """The probability-flow ODE of ∇log p_t(x) + ∇log p_t(y | x) (exact mixture posterior as the classifier) carries
+    the prior to component y (DPM-Solver++(2M), 40 steps: hits ≥ 0.95, measured 1.0; moments within 4 s.e.); with
+    guidance scale 0 it samples the mixture, whose component-0 weight 0.3 the hits match within 4 s.e."""
+    from pipeline.fast_samplers import dpm_solver_sample
+
+    mix = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
+    sde, n = VPSDE(0.1, 20.0, 1000), 2000
+    target = mix.at_time(sde, 1e-3)
+    for y in (0, 1):
+        score = conditional_score_fn(mix.score_fn(sde), mix.classifier_logp_fn(sde), y)
+        x, _ = dpm_solver_sample(sde, score, (n, 2), num_steps=40, order=2, multistep=True,
+                                 generator=torch.Generator().manual_seed(10 + y))
+        assert (target.log_posterior(x.double()).argmax(1) == y).double().mean() >= 0.95
+        _assert_conditional(x.double(), target.means[y], target.covs[y])
+    score = conditional_score_fn(mix.score_fn(sde), mix.classifier_logp_fn(sde), 0, scale=0.0)
+    x, _ = dpm_solver_sample(sde, score, (n, 2), num_steps=40, order=2, multistep=True,
+                             generator=torch.Generator().manual_seed(12))
+    frac = float((target.log_posterior(x.double()).argmax(1) == 0).double().mean())
+    assert abs(frac - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n), frac

@@ -139,7 +139,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, what):
     else:
         raw["eval"]["controllable"] = ["outpainting"]
         f.write_text(yaml.safe_dump(raw))
-        expect = f"error: {f}: eval.controllable.0: Input should be 'inpainting' or 'colorization'"
+        expect = (f"error: {f}: eval.controllable.0: Input should be 'inpainting', 'colorization' or "
+                  "'class_conditional'")
     assert main(["controllable", "--params", str(f), "--root", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(expect), err

@@ -24,7 +24,7 @@ PURE = {"pipeline.sde", "pipeline.losses", "pipeline.predictors", "pipeline.corr
         "pipeline.likelihood", "pipeline.controllable", "pipeline.rng", "pipeline.scaling", "pipeline.mixtures",
         "pipeline.experiment", "pipeline.ema", "pipeline.models.layers", "pipeline.models.fir",
         "pipeline.models.unet", "pipeline.models.ddpm", "pipeline.models.mlp", "pipeline.models.refinenet",
-        "pipeline.models.layout"}
+        "pipeline.models.layout", "pipeline.noise_classifier", "pipeline.models.noise_classifier"}
 IMPURE_TARGETS = {"pipeline.tracking", "pipeline.atomic", "pipeline.dag", "pipeline.data", "pipeline.config",
                   "pipeline.checkpoint", "pipeline.outputs"}
 GRAPH = {m: imports_of(f) for m, f in MODULES.items()}

@@ -11,7 +11,7 @@ from test_dag import snakemake_jobs
 
 from pipeline import dag
 
-GPU_RULES = {"train", "sample", "evaluate", "likelihood", "controllable"}
+GPU_RULES = {"train", "classifier", "sample", "evaluate", "likelihood", "controllable"}
 
 
 def _value(v: str):

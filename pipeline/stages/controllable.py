@@ -1,27 +1,42 @@
-"""`controllable`: inpainting and colorization examples (Score SDE Sec. 5, App. I) with the trained model.
+"""`controllable`: inpainting, colorization and class-conditional examples (Score SDE Sec. 5, App. I) with the trained
+model.
 
 Takes the first eval.controllable_images test images, hides the right half (inpainting) or keeps only the gray level
 (colorization, 3-channel data only), and completes them with pipeline.controllable's PC samplers in
 eval.controllable_steps steps. Writes runs/<suite>/<exp>/controllable/<task>.png (rows: original | masked or gray |
 completion) and info.json (per task: status, sampler, NFE, seconds, errors on the known and unknown pixels).
+
+class_conditional: eval.class_conditional.samples_per_class samples of every class with the score plus the gradient of
+the classifier stage's log p_t(y | x) (times guidance_scale), drawn by `Params.class_conditional_sampler`; the PNG has
+one row per class. info.json gives the accuracy of the samples' classes under the dataset's evaluator classifier (the
+FD's feature net), overall and per class, and the noise classifier's own test accuracy at a few t.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, data, tracking
+from pipeline import atomic, checkpoint, data, names, tracking
+from pipeline.classifier_checkpoint import CLASSIFIER_FILE, load_classifier
 from pipeline.config import ParamsError
-from pipeline.controllable import pc_colorize, pc_inpaint
+from pipeline.controllable import conditional_score_fn, pc_colorize, pc_inpaint
 from pipeline.experiment import is_points, make_sde, score_function
+from pipeline.metrics.classifier import EVALUATOR_FILE, evaluator_features
+from pipeline.noise_classifier import logp_fn
 from pipeline.rng import generator
-from pipeline.sampling import sampling_eps
-from pipeline.scaling import to_model_range, to_unit
-from pipeline.stages.common import add_common_arguments, device, load_context
+from pipeline.sampling import fast_draw, ode_sample, pc_sample, sampling_eps
+from pipeline.scaling import to_model_range, to_uint8, to_unit
+from pipeline.stages.common import add_common_arguments, device, load_context, require
 
 NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this dataset has 1 channel"
+CLASS_NAMES = {  # the datasets' label order (torchvision)
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 
 
 def add_arguments(p, name: str) -> None:
@@ -93,12 +108,63 @@ def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tupl
     return info, [unit0.cpu(), shown.cpu(), out.cpu()]
 
 
+def sample_with_score(p, s, sde, score_fn, shape, gens, device: str) -> tuple[torch.Tensor, int]:
+    """Samples of shape `shape` with any score function and the setting `s` (pc, ode or a fast sampler; the params
+    validation rules out ald), as `sampling.draw` does for the unconditional score."""
+    eps = sampling_eps(p, s)
+    if s.method in names.FAST_METHODS:
+        return fast_draw(p, s, sde, score_fn, shape, gens, device)
+    if s.method == "ode":
+        return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=eps, method=s.ode_method,
+                          denoise=s.noise_removal, generator=gens, device=device)
+    return pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                     n_steps=s.n_steps_each, eps=eps, denoise=s.noise_removal, generator=gens,
+                     probability_flow=s.probability_flow, order=s.order, num_steps=s.num_steps, device=device)
+
+
+def class_conditional(ctx, sde, score_fn, device: str) -> tuple[dict, list[torch.Tensor]]:
+    """Class-conditional samples (Score SDE Eq. 48-49) and their accuracy under the evaluator classifier; returns
+    (info, one PNG row per class in [0, 1])."""
+    p = ctx.params
+    cc = p.eval.class_conditional
+    folder = ctx.path("classifier")
+    clf = load_classifier(require(folder / CLASSIFIER_FILE, "noise-conditional classifier",
+                                  f"run `python -m pipeline classifier --params {ctx.params_path}`"), device)
+    clf_metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    evaluator = require(ctx.path("evaluator") / EVALUATOR_FILE, "evaluator classifier",
+                        f"run `python -m pipeline evaluator --dataset {p.data.dataset}`").parent
+    k, n = clf.num_classes, cc.samples_per_class
+    labels = torch.arange(k, device=device).repeat_interleave(n)  # row c of the grid: class c
+    s = p.class_conditional_sampler()
+    score = conditional_score_fn(score_fn, logp_fn(sde, clf), labels, cc.guidance_scale)
+    gens = [generator(p.seed, "controllable", "class_conditional", i, device=device) for i in range(k * n)]
+    shape = (k * n, p.data.num_channels, p.data.image_size, p.data.image_size)
+    t0 = time.perf_counter()
+    x, nfe = sample_with_score(p, s, sde, score, shape, gens, device)
+    seconds = time.perf_counter() - t0
+    images = to_uint8(x, p.data.centered)
+    _, logits = evaluator_features(evaluator, images)
+    hit = logits.argmax(1) == labels.cpu().numpy()
+    info = {"status": "done", "num_classes": k, "samples_per_class": n, "guidance_scale": cc.guidance_scale,
+            "method": s.method, "predictor": s.predictor if s.method == "pc" else None,
+            "corrector": s.corrector if s.method == "pc" else None, "num_steps": s.num_steps or sde.N,
+            "eps": sampling_eps(p, s), "nfe": int(nfe), "seconds": round(seconds, 2),
+            "evaluator_accuracy": float(hit.mean()),
+            "evaluator_accuracy_per_class": [float(hit[c * n:(c + 1) * n].mean()) for c in range(k)],
+            "class_names": CLASS_NAMES.get(p.data.dataset, [str(c) for c in range(k)]),
+            "classifier_test_accuracy": clf_metrics.get("test_accuracy"),
+            "classifier_seconds": clf_metrics.get("seconds")}
+    unit = to_unit(x, p.data.centered).cpu()
+    return info, [unit[c * n:(c + 1) * n] for c in range(k)]
+
+
 def run(args) -> int:
     ctx = load_context(args)
     p = ctx.params
     if not p.eval.controllable:
         raise ParamsError(ctx.params_path, "eval.controllable",
-                          "no tasks; set it to [inpainting] (or [inpainting, colorization] for 3-channel data)")
+                          "no tasks; set it to [inpainting] (or [inpainting, colorization] for 3-channel data, "
+                          "[class_conditional] for labelled data)")
     if is_points(p):
         raise ParamsError(ctx.params_path, "eval.controllable",
                           f"needs image data; {p.data.dataset} is 2-D points (remove the key)")
@@ -118,6 +184,14 @@ def run(args) -> int:
                              "num_steps": p.eval.controllable_steps or sde.N}) as tracker, \
             atomic.atomic_dir(folder) as tmp:
         for task in p.eval.controllable:
+            if task == "class_conditional":
+                info, rows = class_conditional(ctx, sde, score_fn, dev)
+                save_rows(tmp / f"{task}.png", rows)
+                info["figure"] = f"{task}.png"
+                infos[task] = info
+                print(f"controllable {ctx.experiment}/{task}: {len(rows)} classes x {info['samples_per_class']}, "
+                      f"NFE {info['nfe']}, {info['seconds']:.1f}s, evaluator accuracy {info['evaluator_accuracy']:.3f}")
+                continue
             info, rows = run_task(task, p, sde, score_fn, x0, dev)
             if rows is not None:
                 save_rows(tmp / f"{task}.png", rows)
@@ -129,6 +203,7 @@ def run(args) -> int:
         atomic.write_json(tmp / "info.json", {"experiment": ctx.experiment, "tasks": infos,
                                               "mlflow_run_id": tracker.run_id})
         tracker.log_metrics({f"{t}.{k}": v for t, i in infos.items() for k, v in i.items()
-                             if k in ("nfe", "seconds", "mse_known", "mse_unknown", "mse_gray", "mse_color")})
+                             if k in ("nfe", "seconds", "mse_known", "mse_unknown", "mse_gray", "mse_color",
+                                      "evaluator_accuracy")})
         tracker.log_artifacts(tmp, "controllable")
     return 0

@@ -106,6 +106,9 @@ def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tup
                 name = f"{task}-{x['experiment']}.png"
                 shutil.copyfile(src, fig_dir / name)
                 what = "original | right half hidden | completion" if task == "inpainting" else "original | gray | colorized"
+                if task == "class_conditional":
+                    what = (f"one class per row: {', '.join(info.get('class_names') or [])}; "
+                            f"{info['evaluator_accuracy']:.1%} classed as requested by the evaluator classifier")
                 figs.append({"section": "Controllable generation", "kind": "example", "file": name,
                              "caption": f"{x['experiment']} / {task} (rows: {what})"})
     curves = {}
