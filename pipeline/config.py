@@ -228,7 +228,7 @@ class EvalConfig(_Block):
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(64, ge=1)
     num_seeds: int = Field(1, ge=1)
-    num_processes: int = Field(1, ge=1)  # ranks of the sample stage (whole batches split over them; same samples)
+    num_processes: int = Field(1, ge=1)  # ranks of the sample and evaluate stages (whole batches split; same results)
     enable_bpd: bool = True
     bpd_num_repeats: int = Field(1, ge=1)
     bpd_max_images: Optional[int] = Field(None, ge=1)

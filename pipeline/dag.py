@@ -166,7 +166,8 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
                          cmd("evaluate", f" --sampler {sampler}"),
                          deps=[sp["samples"], base["evaluator"], *stage_code("evaluate")], outs=[],
-                         params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]]))
+                         params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]],
+                         processes=p.eval.num_processes))
     if p.eval.enable_bpd:
         out.append(Stage(f"likelihood-{e.name}", "likelihood", {"suite": suite, "exp": e.name}, cmd("likelihood"),
                          deps=[base["train"], base["prepared"], *stage_code("likelihood")], outs=[],

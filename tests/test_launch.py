@@ -221,6 +221,33 @@ def test_two_processes_sample_what_one_does(trained, tmp_path):
     assert info2["mixed_precision"] == "no" and info2["train_mixed_precision"] == "no"
 
 
+@pytest.mark.timeout(900)
+def test_two_processes_evaluate_what_one_does(trained, tmp_path):
+    """The evaluate stage's features over 2 ranks (whole batches dealt out, gathered in order) give the 1-process
+    metrics: FD, KD and IS of the dataset classifier from the same samples."""
+    root, f, _ = trained[1]
+    env = venv_env({"OMP_NUM_THREADS": "1", "PIPELINE_TRACKING": "off"})
+    subprocess.run([sys.executable, "-m", "pipeline", "evaluator", "--dataset", "digits", "--root", str(root)],
+                   check=True, capture_output=True, env=env, timeout=600, cwd=ROOT)
+    raw = yaml.safe_load(f.read_text())
+    raw["sampling"] = {"method": "pc", "predictor": "euler_maruyama", "corrector": "none", "num_steps": 20}
+    raw["eval"].update(num_samples=50, batch_size=16, num_seeds=2)  # 4 batches per seed, the last of 2 samples
+    g = tmp_path / "unit.yaml"
+    g.write_text(yaml.safe_dump(raw))
+    _stage(root, g, "sample", "--sampler", "pc")
+    out = {}
+    for n in (1, 2):
+        raw["eval"]["num_processes"] = n
+        g.write_text(yaml.safe_dump(raw))
+        r = _stage(root, g, "evaluate", "--sampler", "pc")
+        out[n] = (json.loads((root / UNIT / "eval/pc.json").read_text()), r.stdout)
+    (ev1, log1), (ev2, log2) = out[1], out[2]
+    assert "launching 2 process(es)" in log2 and "launching" not in log1
+    for k in ("fd", "kd", "is"):
+        v1, v2 = ev1["classifier"][k]["values"], ev2["classifier"][k]["values"]
+        assert len(v1) == 2 and np.allclose(v1, v2, rtol=1e-9, atol=0), (k, v1, v2)  # same batches: same numbers
+
+
 # --- bf16 on the CPU ----------------------------------------------------------------------------------------------
 @pytest.mark.timeout(900)
 def test_bf16_trains_the_smoke_model_on_the_cpu(tmp_path, digits_root):  # noqa: F811

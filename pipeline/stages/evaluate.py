@@ -4,15 +4,21 @@ Offline metrics use the dataset classifier (FD, KD, classifier IS). Inception-v3
 when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted, and
 with `eval.feature_net: inception` (the headline FD is Inception FID) a missing weights file is an error (exit 2).
 Both Inception Scores follow `eval.is_splits` (docs/papers.md §8: one split for Score SDE, 10 for NCSN).
+
+With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/launch.py), as the sample stage
+does: the feature extraction (dataset classifier, Inception-v3 and its reference statistics) runs on whole batches of
+eval.batch_size dealt out over the ranks (`launch.shard`) and gathered in the one-process order; the main process
+computes the metrics and writes. 1 and N processes give the same features batch for batch.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 import torch
 
-from pipeline import atomic, data, tracking
+from pipeline import atomic, data, launch, tracking
 from pipeline.atomic import sha256
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
@@ -54,7 +60,22 @@ def is_with_error(scores: list[tuple[float, float]], splits: int) -> dict:
     return {**out, "splits": splits, "split_std": split_std, "protocol": is_protocol(splits)}
 
 
-def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1) -> dict:
+def features_by_rank(fn, images: np.ndarray, batch_size: int, state=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(features, logits or None) of `images` by `fn` over whole batches of `batch_size`, dealt out over the ranks of
+    `state` (an accelerate PartialState; None: one process) and gathered in order, so every rank gets all of them."""
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    mine = [(b, *fn(images[b: b + batch_size])) for b in launch.shard(list(range(0, len(images), batch_size)), world, rank)]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        mine = gather_object(mine)
+    parts = sorted(mine, key=lambda r: r[0])
+    logits = None if parts[0][2] is None else np.concatenate([r[2] for r in parts])
+    return np.concatenate([r[1] for r in parts]), logits
+
+
+def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1, batch_size: int | None = None,
+                       state=None) -> dict:
     ref_file = ev_dir / "ref_stats.npz"
     if not ref_file.exists():
         return {"status": "not computed: this dataset has no classifier evaluator"}
@@ -62,7 +83,8 @@ def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1) -> dict:
         mu, sigma, subset = z["mu"], z["sigma"], z["subset"]
     fd, kd, is_ = [], [], []
     for seed_samples in samples:
-        feats, logits = evaluator_features(ev_dir, seed_samples)
+        feats, logits = features_by_rank(lambda x: evaluator_features(ev_dir, x), seed_samples,
+                                         batch_size or len(seed_samples), state)
         fd.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kd.append(kernel_distance(feats, subset))
         if logits is not None:
@@ -102,17 +124,21 @@ def point_metrics(ctx, samples: np.ndarray) -> dict:
     return out
 
 
-def inception_reference(ctx, model, weights, mode: str, device: str) -> tuple:
-    """(mu, sigma, KD subset) of the training split's Inception features, computed once per dataset, mode and
-    weights file and cached under data/inception_ref/ (like clean-fid's own statistics cache)."""
+def inception_reference(ctx, features, weights, mode: str, state=None) -> tuple:
+    """(mu, sigma, KD subset) of the training split's Inception features (`features`: a batch -> (features, logits)),
+    computed once per dataset, mode and weights file, over the ranks, and cached under data/inception_ref/ by the main
+    process (like clean-fid's own statistics cache)."""
     ds = ctx.params.data.dataset
     cache = ctx.root / "data" / "inception_ref" / ds / f"train-{mode}-{sha256(weights)[:12]}.npz"
     if not cache.exists():
         x, _ = data.load_split(ctx.root, ds, "train")
         print(f"computing Inception reference statistics of {ds}/train ({len(x)} images, mode {mode}) -> {cache}")
-        feats, _ = inception_features(x, mode=mode, model=model, batch_size=ctx.params.eval.batch_size, device=device)
+        feats, _ = features_by_rank(features, x, ctx.params.eval.batch_size, state)
         mu, sigma = feature_stats(feats)
-        atomic.save_npz(cache, mu=mu, sigma=sigma, subset=feature_subset(feats, 10000, torch.Generator().manual_seed(0)))
+        subset = feature_subset(feats, 10000, torch.Generator().manual_seed(0))
+        if state is None or state.is_main_process:
+            atomic.save_npz(cache, mu=mu, sigma=sigma, subset=subset)
+        return mu, sigma, subset
     with np.load(cache) as z:
         return z["mu"], z["sigma"], z["subset"]
 
@@ -130,7 +156,7 @@ def inception_weights(ctx):
                           f"file (from {INCEPTION_URL}), or use eval.feature_net: classifier") from None
 
 
-def inception_metrics(ctx, samples: np.ndarray) -> dict:
+def inception_metrics(ctx, samples: np.ndarray, state=None) -> dict:
     """FID / KID / IS on Inception-v3 (clean-fid's TorchScript port of the TF graph), or why they were not computed."""
     if samples.dtype != np.uint8:
         return {"status": "not applicable: 2-D points"}
@@ -139,14 +165,14 @@ def inception_metrics(ctx, samples: np.ndarray) -> dict:
     except InceptionWeightsMissing as e:
         print(f"note: Inception-v3 metrics not computed: {str(e).splitlines()[0]}")
         return {"status": "not computed: weights missing", "how": " ".join(str(e).split())}
-    device = stage_device()
-    mode = ctx.params.eval.fid_mode
+    device = state.device if state is not None else stage_device()
+    mode, bs = ctx.params.eval.fid_mode, ctx.params.eval.batch_size
     model = load_inception(weights, device)
-    mu, sigma, subset = inception_reference(ctx, model, weights, mode, device)
+    features = lambda x: inception_features(x, mode=mode, model=model, batch_size=bs, device=device)  # noqa: E731
+    mu, sigma, subset = inception_reference(ctx, features, weights, mode, state)
     fid, kid, is_ = [], [], []
     for seed_samples in samples:
-        feats, logits = inception_features(seed_samples, mode=mode, model=model, batch_size=ctx.params.eval.batch_size,
-                                           device=device)
+        feats, logits = features_by_rank(features, seed_samples, bs, state)
         fid.append(frechet_from_stats(*feature_stats(feats), mu, sigma))
         kid.append(kernel_distance(feats, subset))
         is_.append(inception_score(logits, splits=ctx.params.eval.is_splits))
@@ -169,12 +195,25 @@ def run(args) -> int:
         raise StageError(f"{sample_file}: unreadable samples ({type(e).__name__}); rerun the sample stage") from None
     if p.eval.feature_net == "inception":
         inception_weights(ctx)  # required: fail before any work
+    n_proc = p.eval.num_processes
+    if launch.wants_launch(n_proc, None):
+        launch.check_request(ctx.root, n_proc, None, "eval.num_processes", ctx.params_path)
+        return launch.relaunch(launch.stage_argv("evaluate", args, ["--sampler", args.sampler]), n_proc, "no", None,
+                               ctx.root)
+    from accelerate.state import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main = state.is_main_process
     t0 = time.perf_counter()
-    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") as tracker:
+    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") if main
+               else contextlib.nullcontext())
+    with run_ctx as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe), "feature_net": p.eval.feature_net,
-                   "classifier": classifier_metrics(ev_dir, samples, p.eval.is_splits),
-                   "inception": inception_metrics(ctx, samples)}
+                   "classifier": classifier_metrics(ev_dir, samples, p.eval.is_splits, p.eval.batch_size, state),
+                   "inception": inception_metrics(ctx, samples, state)}
+        if not main:
+            return 0
         if samples.dtype != np.uint8:
             metrics["points"] = point_metrics(ctx, samples)
         metrics.update(seconds=round(time.perf_counter() - t0, 2), mlflow_run_id=tracker.run_id)
