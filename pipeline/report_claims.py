@@ -199,8 +199,8 @@ CLAIMS = [
           "NCSN Sec. 4.2 (annealing over L = 10 levels is essential); NCSNv2 Techniques 1-2 (σ_1 ≈ the largest "
           "pairwise data distance, more levels): CIFAR-10 FID 25.32 (NCSN) vs 10.87 (NCSNv2)",
           ncsn_noise_levels,
-          "two NCSN experiments that differ only in model.sigma_max / model.num_scales: the `claims` suite, "
-          "`dvc repro pipelines/claims/dvc.yaml`"),
+          "two NCSN experiments that differ only in model.sigma_max / model.num_scales (two more NCSN trainings "
+          "and ALD samplers, about 10 more minutes than the default suite allows)"),
 ]
 
 

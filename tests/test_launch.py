@@ -290,7 +290,7 @@ def test_the_dag_command_does_not_depend_on_the_process_count():
     assert stages[1].keys() == stages[4].keys()
     for name, s in stages[4].items():
         assert s.cmd == stages[1][name].cmd  # `dvc exp run -S training.num_processes=8` needs no new dvc.yaml
-        assert s.processes == (4 if s.kind in ("train", "sample") else 1), name
+        assert s.processes == (4 if s.kind in ("train", "sample", "evaluate") else 1), name
 
 
 def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
@@ -305,10 +305,10 @@ def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
     f.write_text(yaml.safe_dump(raw))
     r = run(["snakemake", "--profile", "profiles/slurm", "-n", "--config", "suite=smoke"], repo)
     jobs = job_resources(r.stdout + r.stderr)
-    want = {"train": 2, "sample": 4, "evaluate": 1, "likelihood": 1, "controllable": 1}
+    want = {"train": 2, "sample": 4, "evaluate": 4, "likelihood": 1, "controllable": 1}
     for rule, res in jobs:
         assert res["gpu"] == want.get(rule, 0), (rule, res)
-        if rule in ("train", "sample"):
+        if rule in ("train", "sample", "evaluate"):
             assert res["nodes"] == 1, (rule, res)
     assert {rule for rule, _ in jobs} >= {"train", "sample"}
 

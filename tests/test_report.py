@@ -56,6 +56,10 @@ def suite_root(tmp_path, monkeypatch):
         shutil.copy(ROOT / f"params/cifar10/{name}.yaml", root / f"params/cifar10/{name}.yaml")
     fm = yaml.safe_load((ROOT / "params/fmnist/ncsnpp_cont.yaml").read_text())
     fm["suite"] = "fm"
+    # the report logic under test, not the preset's current default: PC (reverse diffusion + Langevin) as default
+    fm["sampling"] = {"method": "pc", "predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16,
+                      "n_steps_each": 1, "num_steps": 100}
+    fm.pop("samplers", None)
     (root / "params/fm").mkdir()
     (root / "params/fm/ncsnpp_cont.yaml").write_text(yaml.safe_dump(fm))
     # Table 1 cells: VP ancestral P1000 (ddpm's default sampler `pc`) and VE probability-flow P1000
