@@ -276,14 +276,34 @@ class CurvesConfig(_Block):
     nfe: list[int] = Field(default_factory=lambda: [10, 20, 50, 100, 200])  # target NFEs of each non-ODE curve
     ode_tols: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])  # rtol = atol of an ode curve
     samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # curve name -> sampling.* overrides
+    # curve name -> its own target NFEs (replacing `nfe` for that curve), e.g. the PC / P / C curves of a VE model
+    # at NFE 200, where the other curves stop at 50
+    nfe_by_curve: dict[str, list[int]] = Field(default_factory=dict)
     checkpoints: Optional[CheckpointCurveConfig] = None  # None: no checkpoint curve
+
+    @staticmethod
+    def _increasing(v: list[int]) -> list[int]:
+        if any(n < 1 for n in v) or sorted(set(v)) != list(v):
+            raise ValueError(f"target NFEs must be increasing integers >= 1 (got {v})")
+        return v
 
     @field_validator("nfe")
     @classmethod
     def _nfe_ok(cls, v):
-        if any(n < 1 for n in v) or sorted(set(v)) != list(v):
-            raise ValueError(f"target NFEs must be increasing integers >= 1 (got {v})")
-        return v
+        return cls._increasing(v)
+
+    @model_validator(mode="after")
+    def _nfe_by_curve_ok(self):
+        for name, v in self.nfe_by_curve.items():
+            if name not in self.samplers:
+                raise ValueError(f"nfe_by_curve.{name}: no curve of that name in curves.samplers "
+                                 f"({sorted(self.samplers)})")
+            self._increasing(v)
+        return self
+
+    def targets(self, name: str) -> list[int]:
+        """The target NFEs of curve `name`: its `nfe_by_curve` entry, else `nfe`."""
+        return self.nfe_by_curve.get(name, self.nfe)
 
     @field_validator("ode_tols")
     @classmethod
@@ -476,8 +496,10 @@ def _curve_settings(params: Params, path: str) -> dict[str, SamplingConfig]:
         if key.startswith("curves.samplers.") and s.method != "ode":
             steps = params.model.num_scales if s.method in FAST_METHODS else None
             out[key] = s.model_copy(update={"num_steps": steps})
-    if c.samplers and not c.nfe and any(s.method != "ode" for k, s in out.items() if k.startswith("curves.samplers.")):
-        raise ParamsError(path, "curves.nfe", "a non-ODE curve needs target NFEs, e.g. [10, 20, 50]")
+    for key, s in out.items():
+        name = key.removeprefix("curves.samplers.")
+        if key.startswith("curves.samplers.") and s.method != "ode" and not c.targets(name):
+            raise ParamsError(path, "curves.nfe", f"the non-ODE curve {name} needs target NFEs, e.g. [10, 20, 50]")
     return out
 
 

@@ -56,18 +56,21 @@ def combined(better: Value, others: list[Value]) -> str:
 
 # --- measurements of one experiment --------------------------------------------------------------------------------
 def fd_records(x: dict) -> list[dict]:
-    """Every FD measurement of an experiment: {settings (dict), nfe, fd (mean/std record), source}. Sampler
-    evaluations first (more samples), then curve points."""
+    """Every FD measurement of an experiment: {settings (dict), nfe, fd (mean/std record), source, num_samples (per
+    seed)}. Sampler evaluations first (more samples), then curve points. FDs are compared only between records of
+    equal num_samples: the Fréchet distance is biased upwards at small sample counts."""
     out = []
     for name, s in x["samplers"].items():
         ev = s.get("eval") or {}
         fd, nfe = (ev.get("classifier") or {}).get("fd"), (ev.get("nfe") or {}).get("mean")
         if isinstance(fd, dict) and fd.get("mean") is not None and nfe is not None:
-            out.append({"settings": s["settings"].model_dump(), "nfe": nfe, "fd": fd, "source": f"sampler {name}"})
+            out.append({"settings": s["settings"].model_dump(), "nfe": nfe, "fd": fd, "source": f"sampler {name}",
+                        "num_samples": ev.get("num_samples")})
     for pt in ((x.get("curves") or {}).get("nfe") or {}).get("records") or []:  # curves/nfe.json
         fd, nfe = pt.get("fd") or {}, (pt.get("nfe") or {}).get("mean")
         if fd.get("mean") is not None and nfe is not None:
-            out.append({"settings": pt["setting"], "nfe": nfe, "fd": fd, "source": f"curve {pt['curve']}"})
+            out.append({"settings": pt["setting"], "nfe": nfe, "fd": fd, "source": f"curve {pt['curve']}",
+                        "num_samples": pt.get("num_samples")})
     return out
 
 
@@ -89,7 +92,7 @@ def pc_vs_parts(x: dict) -> tuple[list[Value], str] | None:
     best = None
     for pc in (r for r in recs if _pc_kind(r["settings"]) == "PC"):
         s = pc["settings"]
-        match = lambda r, kind: (_pc_kind(r["settings"]) == kind  # noqa: E731
+        match = lambda r, kind: (_pc_kind(r["settings"]) == kind and r["num_samples"] == pc["num_samples"]  # noqa: E731
                                  and abs(r["nfe"] - pc["nfe"]) <= NFE_MATCH * pc["nfe"]
                                  and (kind == "C" or r["settings"]["predictor"] == s["predictor"])
                                  and (kind == "P" or r["settings"]["corrector"] == s["corrector"]))
@@ -109,9 +112,11 @@ def ode_vs_pc(x: dict) -> tuple[list[Value], str] | None:
     """The probability-flow ODE (RK45) against the experiment's best PC sampler (Score SDE Tables 2 and 3)."""
     recs = fd_records(x)
     ode = [r for r in recs if r["settings"].get("method") == "ode" and r["source"].startswith("sampler")]
-    pc = [r for r in recs if _pc_kind(r["settings"]) == "PC" or (_pc_kind(r["settings"]) == "P"
-                                                                   and r["source"].startswith("sampler"))]
-    if not ode or not pc:
+    if not ode:
+        return None
+    pc = [r for r in recs if r["num_samples"] == ode[0]["num_samples"] and (
+        _pc_kind(r["settings"]) == "PC" or (_pc_kind(r["settings"]) == "P" and r["source"].startswith("sampler")))]
+    if not pc:
         return None
     best_pc = min(pc, key=lambda r: r["fd"]["mean"])
     return [_value(best_pc, "PC"), _value(ode[0], "ODE (RK45)")], x["experiment"]
@@ -122,7 +127,7 @@ def denoising(x: dict) -> tuple[list[Value], str] | None:
     recs = fd_records(x)
     for off in (r for r in recs if r["settings"].get("noise_removal") is False):
         key = {k: v for k, v in off["settings"].items() if k != "noise_removal"}
-        on = next((r for r in recs if r["settings"].get("noise_removal") is True
+        on = next((r for r in recs if r["settings"].get("noise_removal") is True and r["num_samples"] == off["num_samples"]
                    and {k: v for k, v in r["settings"].items() if k != "noise_removal"} == key), None)
         if on:
             m = off["settings"]["method"]

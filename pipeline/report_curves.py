@@ -13,6 +13,12 @@ SECTION_STEP = "Sample quality against training step (curves stage)"
 BEST = "best checkpoint (step: FD) ↓"
 
 
+def _own(nfe: dict) -> str:
+    """The curves with their own NFE targets (curves.nfe_by_curve), as a caption fragment."""
+    own = nfe.get("nfe_by_curve") or {}
+    return "".join(f", {name}: {targets}" for name, targets in own.items())
+
+
 def _done(rec: dict | None) -> bool:
     return bool(rec) and bool(rec.get("records"))
 
@@ -56,7 +62,7 @@ def curve_figures(exps: list[dict], fig_dir: Path) -> list[dict]:
         skipped = [f"{c}: NFE {s['target_nfe']} ({s['reason']})" for c, v in nfe["curves"].items() for s in v["skipped"]]
         figs.append({"section": SECTION_NFE, "kind": "plot", "file": name,
                      "caption": f"{x['experiment']}: classifier FD against measured NFE, one curve per sampler "
-                                f"(curves.samplers; NFE targets {nfe['nfe_targets']}, ODE tolerances "
+                                f"(curves.samplers; NFE targets {nfe['nfe_targets']}{_own(nfe)}, ODE tolerances "
                                 f"{nfe['ode_tols']}), {nfe['num_samples']} samples x {nfe['num_seeds']} seeds per "
                                 "point, the same noise at every point. Absolute FDs at this sample size are biased "
                                 "upwards against the evaluate stage's; compare points within a figure."

@@ -153,6 +153,9 @@ def test_fd_point_seeding_and_exact_zero():
     ({"curves": {"samplers": {"x": {"bogus": 1}}}}, "curves.samplers.x.bogus"),
     ({"curves": {"samplers": {"x": {"method": "ald"}}}}, "curves.samplers.x.method"),
     ({"curves": {"nfe": [20, 10]}}, "curves.nfe"),
+    ({"curves": {"samplers": {"x": {}}, "nfe_by_curve": {"y": [10]}}}, "curves"),  # no curve y
+    ({"curves": {"samplers": {"x": {}}, "nfe_by_curve": {"x": [10, 10]}}}, "curves"),
+    ({"curves": {"samplers": {"x": {}, "y": {}}, "nfe": [], "nfe_by_curve": {"y": [10]}}}, "curves.nfe"),  # x: none
     ({"curves": {"ode_tols": [2.0]}}, "curves.ode_tols"),
     ({"curves": {"num_samples": 1}}, "curves.num_samples"),
     ({"training": {"ckpt_freq": 500, "n_iters": 500}, "curves": {"checkpoints": {}}}, "training.ckpt_freq"),
@@ -184,6 +187,7 @@ STAGE_PARAMS = {
     "eval": {"num_samples": 16, "batch_size": 64, "num_seeds": 1, "enable_bpd": False},
     "curves": {"num_samples": 40, "num_seeds": 2, "nfe": [5, 10, 30], "ode_tols": [1e-1, 1e-2],
                "samplers": {"em": {}, "dpm2m": {"method": "dpm_solver", "multistep": True}, "ode": {"method": "ode"}},
+               "nfe_by_curve": {"dpm2m": [10]},  # its own targets, in place of curves.nfe
                "checkpoints": {"sampler": {"method": "ddim", "num_steps": 10}, "num_seeds": 1}},
 }
 
@@ -227,7 +231,7 @@ def test_stage_records(stage_run):
         if r["expected_nfe"] is not None:  # fixed-step samplers: the rule's NFE is what ran
             assert r["nfe"]["values"] == [r["expected_nfe"]] * 2
     assert [r["setting"]["num_steps"] for r in by["em"]] == [5, 10, 30]
-    assert [r["setting"]["num_steps"] for r in by["dpm2m"]] == [4, 9, 29]  # M + 1 (noise_removal)
+    assert [r["setting"]["num_steps"] for r in by["dpm2m"]] == [9]  # M + 1 (noise_removal), curves.nfe_by_curve
     assert [r["setting"]["rtol"] for r in by["ode"]] == [1e-1, 1e-2] and by["ode"][0]["target_nfe"] is None
     assert by["ode"][0]["nfe"]["mean"] < by["ode"][1]["nfe"]["mean"]  # tighter tolerance, more evaluations
     ck = json.loads((root / paths["curve_ckpt"]).read_text())

@@ -26,8 +26,8 @@ def test_combined_needs_every_alternative_beaten():
     assert rc.combined(V(10, 1, "a"), [V(20, 1, "b"), V(5, 1, "c")]) == rc.NOT_REPRODUCED
 
 
-def _ev(mean, std, nfe):
-    return {"classifier": {"fd": {"mean": mean, "std": std, "n": 2}}, "nfe": {"mean": nfe}}
+def _ev(mean, std, nfe, num_samples=200):
+    return {"classifier": {"fd": {"mean": mean, "std": std, "n": 2}}, "nfe": {"mean": nfe}, "num_samples": num_samples}
 
 
 def _exp(name, samplers, sde="vpsde", curves=(), likelihood=None, model=None):
@@ -37,9 +37,9 @@ def _exp(name, samplers, sde="vpsde", curves=(), likelihood=None, model=None):
             "curves": {"nfe": {"records": list(curves)}, "ckpt": None}, "likelihood": likelihood}
 
 
-def _curve(settings: SamplingConfig, nfe, mean, std):
+def _curve(settings: SamplingConfig, nfe, mean, std, num_samples=64):
     return {"curve": settings.method, "setting": settings.model_dump(), "nfe": {"mean": nfe},
-            "fd": {"mean": mean, "std": std}}  # a record of curves/nfe.json
+            "fd": {"mean": mean, "std": std}, "num_samples": num_samples}  # a record of curves/nfe.json
 
 
 PC = SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", num_steps=100)
@@ -49,8 +49,10 @@ ODE = SamplingConfig(method="ode")
 
 
 def test_pc_claim_uses_equal_nfe_records_and_the_largest_nfe():
-    x = _exp("ve", {"pc": (PC, _ev(60, 1, 200))}, sde="vesde", curves=[
-        _curve(P, 200, 90, 2), _curve(C, 200, 300, 5),
+    # the sampler's PC (200 samples, FD 10) is not compared with the curves' P and C (64 samples): FD is biased by
+    # the sample count, so the curve's own PC point at NFE 200 is the one used
+    x = _exp("ve", {"pc": (PC, _ev(10, 1, 200))}, sde="vesde", curves=[
+        _curve(P, 200, 90, 2), _curve(C, 200, 300, 5), _curve(PC, 200, 60, 1),
         _curve(PC.model_copy(update={"num_steps": 25}), 50, 80, 1), _curve(P.model_copy(update={"num_steps": 50}), 50, 99, 1),
         _curve(C.model_copy(update={"num_steps": 50}), 50, 400, 1),
         _curve(P.model_copy(update={"num_steps": 100}), 100, 10, 1)])  # NFE 100 has no PC and no C: not used
@@ -58,6 +60,15 @@ def test_pc_claim_uses_equal_nfe_records_and_the_largest_nfe():
     assert where == "ve" and [v.mean for v in values] == [60, 90, 300]
     row = rc._row(rc.CLAIMS[0], [x])
     assert row[-1] == rc.REPRODUCED and "NFE 200" in row[2]
+
+
+def test_claims_never_compare_unequal_sample_counts():
+    x = _exp("ve", {"pc": (PC, _ev(60, 1, 200))}, sde="vesde", curves=[_curve(P, 200, 90, 2), _curve(C, 200, 300, 5)])
+    assert rc.pc_vs_parts(x) is None  # PC from 200 samples, P and C from 64: no equal-count triple
+    off = P.model_copy(update={"noise_removal": False})
+    x = _exp("vp", {"pc": (P, _ev(55, 0.5, 200)), "ode": (ODE, _ev(120, 5, 81, num_samples=100))},
+             curves=[_curve(off, 200, 70, 1)])
+    assert rc.ode_vs_pc(x) is None and rc.denoising(x) is None
 
 
 def test_pc_claim_not_tested_without_the_variants():

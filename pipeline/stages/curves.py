@@ -55,10 +55,11 @@ def nfe_curves(ctx, features, ref, dev, bar) -> dict:
     net = checkpoint.load_network(model, device=dev)
     bs = c.batch_size or p.eval.batch_size
     out = {"experiment": ctx.experiment, "checkpoint_step": step, "num_samples": c.num_samples,
-           "num_seeds": c.num_seeds, "nfe_targets": list(c.nfe), "ode_tols": list(c.ode_tols), "curves": {},
+           "num_seeds": c.num_seeds, "nfe_targets": list(c.nfe), "nfe_by_curve": dict(c.nfe_by_curve),
+           "ode_tols": list(c.ode_tols), "curves": {},
            "records": []}
     for name, base in p.curve_settings().items():
-        points, skipped = curves.sweep(base, c.nfe, c.ode_tols, p.model.num_scales, _problem(ctx, name))
+        points, skipped = curves.sweep(base, c.targets(name), c.ode_tols, p.model.num_scales, _problem(ctx, name))
         out["curves"][name] = {"method": base.method, "overrides": p.curves.samplers[name], "skipped": skipped}
         for target, s in points:
             bar.set_description(f"curve {name} NFE {target or f'tol {s.rtol:g}'}")
@@ -110,7 +111,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     c = p.curves
     per_point = c.num_samples * c.num_seeds
-    n_nfe = sum(len(curves.sweep(s, c.nfe, c.ode_tols, p.model.num_scales, _problem(ctx, name))[0])
+    n_nfe = sum(len(curves.sweep(s, c.targets(name), c.ode_tols, p.model.num_scales, _problem(ctx, name))[0])
                 for name, s in p.curve_settings().items())
     total = n_nfe * per_point
     if c.checkpoints is not None:
