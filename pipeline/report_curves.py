@@ -27,6 +27,12 @@ def _fd(stat: dict) -> str:
     return number(stat["mean"], stat.get("std"), 1)
 
 
+def _missing(x: dict) -> str:
+    """The cell of an experiment without a checkpoint curve: not configured in its params, or configured and not run."""
+    c = getattr(x.get("params"), "curves", None)
+    return NOT_RUN if c is not None and c.checkpoints is not None else "not configured (curves.checkpoints)"
+
+
 def checkpoint_block(rows: list[dict]) -> tuple[Block, str]:
     """Columns "best checkpoint: step, FD" and "last checkpoint: step, FD" (curve setting) for Table 3's rows, and
     the sentence that says where these numbers come from; a block without columns (left out of the table) and ""
@@ -34,8 +40,10 @@ def checkpoint_block(rows: list[dict]) -> tuple[Block, str]:
     cks = [(x.get("curves") or {}).get("ckpt") for x in rows]
     if not any(_done(c) for c in cks):
         return Block("checkpoint", "checkpoint"), ""
-    best = [f"step {c['best']['checkpoint_step']}: {_fd(c['best']['fd'])}" if _done(c) else NOT_RUN for c in cks]
-    last = [f"step {c['last']['checkpoint_step']}: {_fd(c['last']['fd'])}" if _done(c) else NOT_RUN for c in cks]
+    best = [f"step {c['best']['checkpoint_step']}: {_fd(c['best']['fd'])}" if _done(c) else _missing(x)
+            for x, c in zip(rows, cks)]
+    last = [f"step {c['last']['checkpoint_step']}: {_fd(c['last']['fd'])}" if _done(c) else _missing(x)
+            for x, c in zip(rows, cks)]
     how = sorted({f"{sampler_label(SamplingConfig(**c['setting']))}, {c['num_samples']} samples x {c['num_seeds']} "
                   f"seed{'s' if c['num_seeds'] > 1 else ''}" for c in cks if _done(c)})
     note = (" Checkpoint columns: classifier FD of the EMA weights kept every training.ckpt_freq steps and of the final "

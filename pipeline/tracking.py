@@ -230,19 +230,34 @@ def _setup(root: Path, suite: str):
     mlflow.set_tracking_uri(tracking_uri(root))
     name = f"score-repro/{suite}"
     if mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the working directory
-        mlflow.create_experiment(name, artifact_location=(Path(root).resolve() / "mlruns").as_uri())
+        try:
+            mlflow.create_experiment(name, artifact_location=(Path(root).resolve() / "mlruns").as_uri())
+        except Exception:  # noqa: BLE001 - a stage running beside this one created it first (snakemake -c N)
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
     mlflow.set_experiment(name)
     return mlflow
 
 
+def _parents(mlflow, experiment: str) -> list:
+    """The experiment's parent runs, oldest first (ties: by run id), so concurrent stages agree on the first."""
+    runs = mlflow.search_runs(filter_string=f"tags.`pipeline.experiment` = '{experiment}' and tags.`pipeline.kind` = 'parent'",
+                              output_format="list")
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
 def _parent_run(mlflow, experiment: str) -> str:
-    found = mlflow.search_runs(filter_string=f"tags.`pipeline.experiment` = '{experiment}' and tags.`pipeline.kind` = 'parent'",
-                               max_results=1, output_format="list")
+    """The experiment's parent run, created when missing. Two stages of one experiment that start together (Snakemake
+    runs independent stages side by side) may both create one: each then keeps the oldest and deletes its own."""
+    found = _parents(mlflow, experiment)
     if found:
         return found[0].info.run_id
     run = mlflow.start_run(run_name=experiment, tags={"pipeline.experiment": experiment, "pipeline.kind": "parent"})
     mlflow.end_run()
-    return run.info.run_id
+    first = _parents(mlflow, experiment)[0].info.run_id
+    if first != run.info.run_id:
+        mlflow.delete_run(run.info.run_id)
+    return first
 
 
 @contextlib.contextmanager

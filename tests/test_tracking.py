@@ -159,3 +159,30 @@ def test_stage_writes_outputs_when_mlflow_is_unreachable(tmp_path):
     assert "prepared digits" in r.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
     assert seconds < 90, seconds  # start-up only; MLflow's default retries alone would take minutes
+
+
+def test_stages_started_together_share_one_parent_run(tmp_path, monkeypatch):
+    """Snakemake runs independent stages side by side: a stage that searched for its experiment's parent run before
+    another stage created one creates a second; it must keep the oldest and delete its own, and creating the MLflow
+    experiment that the other stage created a moment ago is no error."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow = tracking._setup(tmp_path, "race")
+    other = tracking._parent_run(mlflow, "exp")  # the stage that came first
+    real = tracking._parents
+    calls = []
+
+    def late_search(m, experiment):  # the first search ran before `other` existed
+        calls.append(experiment)
+        return [] if len(calls) == 1 else real(m, experiment)
+
+    monkeypatch.setattr(tracking, "_parents", late_search)
+    assert tracking._parent_run(mlflow, "exp") == other and len(calls) == 2
+    assert [r.info.run_id for r in real(mlflow, "exp")] == [other]  # the duplicate is deleted
+    exp_name, looked = mlflow.get_experiment_by_name, []
+
+    def late_lookup(name):  # the first lookup ran before the other stage created the experiment
+        looked.append(name)
+        return None if len(looked) == 1 else exp_name(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", late_lookup)
+    assert tracking._setup(tmp_path, "race") is mlflow and len(looked) == 2  # create fails, found again: no error
