@@ -42,8 +42,8 @@ dag: install
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 repro: install dataset dag .dvc/config
 	OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES)
-	$(BIN)/dvc commit -f -q
-	$(BIN)/dvc status
+	$(BIN)/dvc commit -f -q dvc.yaml
+	$(BIN)/dvc status dvc.yaml
 
 repro-dvc: install dataset dag .dvc/config
 	$(BIN)/dvc repro
