@@ -70,6 +70,12 @@ def rule_params(kind):
     return {"tracked": lambda wc: tracked(kind, wc), "cmd": lambda wc: stage(kind, wc).cmd}
 
 
+# Which ready stage runs first when cores are short (`snakemake -c N`): training first (the longest stages, each the
+# head of its experiment's chain), then the sampling stages that follow it, then the rest. A run on 2 cores that left
+# the NCSN training for last spent its last ~8 minutes on that one 1-thread chain.
+PRIORITY = {"train": 3, "sample": 2, "curves": 2, "classifier": 1, "likelihood": 1, "evaluator": 1}
+
+
 def rule_resources(kind):
     """What a stage needs from a cluster node. Sizes (runtime, mem_mb, cpus_per_task) are site-specific and live in
     the profile (profiles/slurm/config.yaml); whether a stage wants a GPU is a property of the stage, and how many is
@@ -91,6 +97,7 @@ rule download:
     output: directory("data/raw/{dataset}")
     params: **rule_params("download")
     resources: **rule_resources("download")
+    priority: PRIORITY.get("download", 0)
     shell: "{params.cmd}"
 
 rule prepare:
@@ -98,6 +105,7 @@ rule prepare:
     output: directory("data/prepared/{dataset}")
     params: **rule_params("prepare")
     resources: **rule_resources("prepare")
+    priority: PRIORITY.get("prepare", 0)
     shell: "{params.cmd}"
 
 rule evaluator:
@@ -105,6 +113,7 @@ rule evaluator:
     output: directory("data/evaluator/{dataset}")
     params: **rule_params("evaluator")
     resources: **rule_resources("evaluator")
+    priority: PRIORITY.get("evaluator", 0)
     shell: "{params.cmd}"
 
 rule train:
@@ -115,6 +124,7 @@ rule train:
         report("runs/{suite}/{exp}/loss.csv", category="Training", labels={"experiment": "{exp}", "file": "loss curve"}),
     params: **rule_params("train")
     resources: **rule_resources("train")
+    priority: PRIORITY.get("train", 0)
     shell: "{params.cmd}"
 
 rule sample:
@@ -123,6 +133,7 @@ rule sample:
         report(directory("runs/{suite}/{exp}/samples/{sampler}"), patterns=["{figure}.png"], category="Samples", labels={"experiment": "{exp}", "sampler": "{sampler}"}),
     params: **rule_params("sample")
     resources: **rule_resources("sample")
+    priority: PRIORITY.get("sample", 0)
     shell: "{params.cmd}"
 
 rule evaluate:
@@ -130,6 +141,7 @@ rule evaluate:
     output: report("runs/{suite}/{exp}/eval/{sampler}.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "sample quality ({sampler})"})
     params: **rule_params("evaluate")
     resources: **rule_resources("evaluate")
+    priority: PRIORITY.get("evaluate", 0)
     shell: "{params.cmd}"
 
 rule likelihood:
@@ -137,6 +149,7 @@ rule likelihood:
     output: report("runs/{suite}/{exp}/likelihood.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "bits/dim"})
     params: **rule_params("likelihood")
     resources: **rule_resources("likelihood")
+    priority: PRIORITY.get("likelihood", 0)
     shell: "{params.cmd}"
 
 rule classifier:
@@ -144,6 +157,7 @@ rule classifier:
     output: directory("runs/{suite}/{exp}/classifier")
     params: **rule_params("classifier")
     resources: **rule_resources("classifier")
+    priority: PRIORITY.get("classifier", 0)
     shell: "{params.cmd}"
 
 rule controllable:
@@ -151,6 +165,7 @@ rule controllable:
     output: report(directory("runs/{suite}/{exp}/controllable"), patterns=["{task}.png"], category="Controllable generation", labels={"experiment": "{exp}", "task": "{task}"})
     params: **rule_params("controllable")
     resources: **rule_resources("controllable")
+    priority: PRIORITY.get("controllable", 0)
     shell: "{params.cmd}"
 
 rule curves:
@@ -160,6 +175,7 @@ rule curves:
         report("runs/{suite}/{exp}/curves/ckpt.json", category="Metrics", labels={"experiment": "{exp}", "metrics": "FD against training step"}),
     params: **rule_params("curves")
     resources: **rule_resources("curves")
+    priority: PRIORITY.get("curves", 0)
     shell: "{params.cmd}"
 
 rule report:
@@ -167,4 +183,5 @@ rule report:
     output: report(directory("reports/{suite}"), patterns=["{page}.html", "figures/{figure}.png"], category="Report")
     params: **rule_params("report")
     resources: **rule_resources("report")
+    priority: PRIORITY.get("report", 0)
     shell: "{params.cmd}"

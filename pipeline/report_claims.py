@@ -123,16 +123,20 @@ def ode_vs_pc(x: dict) -> tuple[list[Value], str] | None:
 
 
 def denoising(x: dict) -> tuple[list[Value], str] | None:
-    """Final denoising step on (noise_removal) against off, all other settings equal (Score SDE App. G)."""
-    recs = fd_records(x)
+    """Final denoising step on (noise_removal) against off, all other settings equal (Score SDE App. G), at the largest
+    NFE where the experiment has both."""
+    recs, best = fd_records(x), None
     for off in (r for r in recs if r["settings"].get("noise_removal") is False):
         key = {k: v for k, v in off["settings"].items() if k != "noise_removal"}
         on = next((r for r in recs if r["settings"].get("noise_removal") is True and r["num_samples"] == off["num_samples"]
                    and {k: v for k, v in r["settings"].items() if k != "noise_removal"} == key), None)
-        if on:
-            m = off["settings"]["method"]
-            return [_value(on, f"{m}, denoised"), _value(off, f"{m}, not denoised")], x["experiment"]
-    return None
+        if on and (best is None or off["nfe"] > best[1]["nfe"]):  # the largest NFE: the best samples of the pair
+            best = (on, off)
+    if best is None:
+        return None
+    on, off = best
+    m = off["settings"]["method"]
+    return [_value(on, f"{m}, denoised"), _value(off, f"{m}, not denoised")], x["experiment"]
 
 
 # --- claims --------------------------------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ def timing(exps: list[dict], datasets: dict[str, dict]) -> str:
         return "no stage has run yet."
     parts = ", ".join(f"{k} {_secs(v)}" for k, v in per.items() if v)
     return (f"{_secs(total)} ({total / 60:.1f} min) of stage time: {parts}. The sum of the `seconds` each stage wrote "
-            "(download, prepare and this report not counted; a resumed training counts its last run only).")
+            "(download, prepare and this report not counted; a resumed training counts its last run only); stages "
+            "that ran side by side (`make repro`: Snakemake, one stage per core) count in full, so the wall time is "
+            "shorter.")
 
 
 def headline(exps: list[dict]) -> Table:

@@ -85,6 +85,11 @@ def test_ode_against_best_pc_and_denoising():
     assert [v.mean for v in values] == [55, 120] and rc.verdict(*values) == rc.REPRODUCED
     values, _ = rc.denoising(x)
     assert [v.mean for v in values] == [55, 70]
+    lo_on, lo_off = P.model_copy(update={"num_steps": 10}), P.model_copy(update={"num_steps": 10, "noise_removal": False})
+    x = _exp("vp", {"ode": (ODE, _ev(120, 5, 81))}, curves=[_curve(lo_on, 10, 300, 9), _curve(lo_off, 10, 290, 9),
+                                                             _curve(P, 200, 60, 1), _curve(off, 200, 75, 1)])
+    values, _ = rc.denoising(x)
+    assert [v.mean for v in values] == [60, 75]  # the pair at the largest NFE, not the first found
 
 
 def test_subvp_against_vp_needs_the_same_network():
