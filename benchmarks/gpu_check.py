@@ -96,7 +96,7 @@ def train_throughput(path: str, sets: list[str], batch: int, steps: int, device:
     dt = time.perf_counter() - t0
     return {"preset": path, "dtype": "bf16" if bf16 else "fp32", "batch": batch, "steps": steps, "seconds": dt,
             "images_per_s": batch * steps / dt, "tflop_per_step": flops / 1e12, "tflops": flops * steps / dt / 1e12,
-            "final_loss": float(loss), "params": sum(q.numel() for q in net.parameters())}
+            "final_loss": loss.item(), "params": sum(q.numel() for q in net.parameters())}
 
 
 def sample_throughput(path: str, sets: list[str], n: int, device: str) -> dict:
