@@ -1,7 +1,7 @@
 """Where a train step and a sampling step of NCSN++ / DDPM++ spend their CPU time, how close they run to the CPU's
 matmul peak, and which speed switches pay (issue 15).
 
-    python benchmarks/bench_speed.py [--archs ncsnpp,ddpmpp] [--batch 64] [--sections peak,profile,switches,batches]
+    python benchmarks/bench_speed.py [--archs ncsnpp,ddpmpp] [--batch 256] [--sections peak,profile,switches,allocator]
                                      [--compile] [--reps 3]
 
 Sections:
@@ -12,8 +12,11 @@ Sections:
             framework overhead (step time outside every aten op);
   switches  train step and forward, median CPU seconds, every variant interleaved in the same repetitions (so load
             from other processes hits all alike): baseline = what the pipeline does (channels-last activations:
-            models/layout.py; Adam's default for-loop implementation; fp32); then NCHW activations, foreach /
-            fused Adam, bf16 autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
+            models/layout.py; foreach Adam: train.py; 16-bit dropout masks: models/dropout.py; heap malloc:
+            allocator.py; fp32); then NCHW activations, for-loop / fused Adam, nn.Dropout's bernoulli_ masks, bf16
+            autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
+  allocator train step with glibc's default malloc against the pipeline's retain_freed_memory(), one process per
+            setting and repetition, interleaved (user and system CPU seconds);
   batches   forward CPU seconds per image at several batch sizes (the sampler's batch).
 The nets are the issue's small CPU configs (benchmarks/bench_models.py: 32×32×1, nf 32, ch_mult 1,2,2, 2 blocks,
 attention at 16×16), and the default suite's Fashion-MNIST NCSN++ (params/fmnist/ncsnpp_cont.yaml) as `fmnist`.
@@ -36,7 +39,9 @@ from bench_models import ARCHS, labels_for
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline import models
+from pipeline.allocator import retain_freed_memory
 from pipeline.config import Params, load_params
+from pipeline.models.dropout import Dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = ROOT / "params" / "fmnist" / "ncsnpp_cont.yaml"
@@ -95,6 +100,45 @@ def nchw():
 
 def bf16():
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+# --- allocator: one process per setting (glibc's defaults cannot be restored in-process) ------------------------------
+def allocator_probe(arch: str, batch: int, steps: int) -> None:
+    """Child process: time `steps` train steps (after one warm-up) under this process's malloc settings; print
+    'user sys' CPU seconds per step."""
+    import os
+    net, x, labels = build(arch, batch)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        net(x, labels).square().mean().backward()
+        opt.step()
+    step()
+    t0 = os.times()
+    for _ in range(steps):
+        step()
+    t1 = os.times()
+    print(f"{(t1.user - t0.user) / steps} {(t1.system - t0.system) / steps}")
+
+
+def allocator(arch: str, batch: int, reps: int) -> None:
+    """glibc's default malloc against the pipeline's retain_freed_memory(), train step, processes interleaved."""
+    import subprocess
+    import sys
+    res = {"retain_freed_memory (pipeline)": [], "glibc default": []}
+    for _ in range(reps):
+        for name in res:
+            cmd = [sys.executable, __file__, "--archs", arch, "--batch", str(batch), "--probe",
+                   "heap" if name.startswith("retain") else "default"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
+            res[name].append((float(out[-2]), float(out[-1])))
+    print(f"\n{arch}: train step by malloc setting, batch {batch}, one process per rep, median of {reps}, CPU s per step")
+    base = None
+    for name, v in res.items():
+        u, sy = statistics.median(a for a, _ in v), statistics.median(b for _, b in v)
+        base = base or u + sy
+        print(f"  {name:<32} user {u:7.3f}  system {sy:6.3f}  total {u + sy:7.3f}  {base / (u + sy):5.2f}x")
 
 
 def flops(net, x, labels) -> tuple[float, float]:
@@ -161,7 +205,7 @@ def breakdown(fn) -> tuple[dict, float]:
 
 def profile_arch(arch: str, batch: int) -> None:
     net, x, labels = build(arch, batch)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)  # as pipeline/train.py
 
     def train():
         opt.zero_grad(set_to_none=True)
@@ -196,10 +240,14 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
     train_flops, fwd_flops = flops(base, x, labels)
     none = contextlib.nullcontext
 
-    def variant(opt_kw=None, ctx=none, compile_=False):
+    def variant(opt_kw=None, ctx=none, compile_=False, bernoulli=False):
         net = copy.deepcopy(base).train()
+        if bernoulli:  # nn.Dropout's own forward: a bernoulli_ draw per mask element
+            for m in net.modules():
+                if isinstance(m, Dropout):
+                    m.__class__ = torch.nn.Dropout
         call = torch.compile(net) if compile_ else net
-        opt = torch.optim.Adam(net.parameters(), lr=2e-4, **(opt_kw or {"foreach": False}))
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4, **(opt_kw or {"foreach": True}))
 
         def step():
             with ctx():
@@ -210,10 +258,11 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
         return step
 
     trains = {} if "train" not in parts else {
-              "baseline (pipeline: channels-last, Adam for-loop, fp32)": variant(),
+              "baseline (pipeline: channels-last, foreach Adam, 16-bit dropout masks, heap malloc, fp32)": variant(),
               "NCHW activations": variant(ctx=nchw),
-              "foreach Adam": variant({"foreach": True}),
+              "Adam for-loop (torch's CPU default)": variant({"foreach": False}),
               "fused Adam": variant({"fused": True}),
+              "nn.Dropout (bernoulli_ masks)": variant(bernoulli=True),
               "bf16 autocast": variant(ctx=bf16)}
     net_eval = copy.deepcopy(base).eval()
 
@@ -246,7 +295,7 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
           f"{fwd_flops / 1e9:.1f} GFLOP per forward; median of {reps} interleaved reps, CPU s")
     peak = max(peaks)
     print(f"  fp32 matmul peak measured between the reps: {', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s (max used)")
-    print(f"  {'variant':<48} {'s':>7} {'vs base':>8} {'GFLOP/s':>8} {'of fp32 peak':>13}")
+    print(f"  {'variant':<72} {'s':>7} {'vs base':>8} {'GFLOP/s':>8} {'of fp32 peak':>13}")
     for label, group, fl in (("train step", trains, train_flops), ("forward", fwds, fwd_flops)):
         if not group:
             continue
@@ -254,7 +303,11 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
         med = {k: statistics.median(times[id(group), k]) for k in group}
         b = next(iter(med.values()))
         for k, v in med.items():
-            print(f"  {k:<48} {v:7.3f} {b / v:7.2f}x {fl / v / 1e9:8.1f} {100 * fl / v / 1e9 / peak:12.1f}%")
+            print(f"  {k:<72} {v:7.3f} {b / v:7.2f}x {fl / v / 1e9:8.1f} {100 * fl / v / 1e9 / peak:12.1f}%")
+        best = max(med, key=lambda k: fl / med[k])
+        frac = fl / med[best] / 1e9 / peak
+        print(f"  goal (issue 15): {label} >= 70% of the fp32 matmul peak: best '{best}' {100 * frac:.1f}% "
+              f"-> {'met' if frac >= 0.7 else 'NOT met'}; the pipeline's fp32 baseline {100 * fl / b / 1e9 / peak:.1f}%")
 
 
 def batches(arch: str, sizes: list[int], reps: int) -> None:
@@ -273,15 +326,21 @@ def batches(arch: str, sizes: list[int], reps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", default="ncsnpp,ddpmpp,fmnist")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sections", default="peak,profile,switches")
+    ap.add_argument("--sections", default="peak,profile,switches,allocator")
     ap.add_argument("--batch-sizes", default="8,32,128")
     ap.add_argument("--parts", default="train,forward", help="switches: train step, forward or both")
     ap.add_argument("--compile", action="store_true", help="add torch.compile variants (minutes of compilation)")
+    ap.add_argument("--probe", choices=("heap", "default"), help=argparse.SUPPRESS)  # allocator section's child
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.probe:
+        if args.probe == "heap":
+            retain_freed_memory()
+        return allocator_probe(args.archs, args.batch, steps=2)
+    retain_freed_memory()  # as every pipeline stage does (pipeline/cli.py)
     sections = args.sections.split(",")
     archs = args.archs.split(",")
     print(f"{args.threads} thread(s); CPU seconds (process time); batch {args.batch}. This machine is shared with other "
@@ -295,6 +354,9 @@ def main() -> None:
     if "switches" in sections:
         for a in archs:
             switches(a, args.batch, args.reps, args.compile, args.parts)
+    if "allocator" in sections:
+        for a in archs:
+            allocator(a, args.batch, args.reps)
     if "batches" in sections:
         for a in archs:
             batches(a, [int(s) for s in args.batch_sizes.split(",")], args.reps)

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.allocator import retain_freed_memory
 from pipeline.commands import COMMANDS, stage_module
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
@@ -38,6 +39,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    retain_freed_memory()  # every stage reuses its freed activation memory (pipeline/allocator.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")  # a typo or --help: no stage module

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.models import fir
+from pipeline.models.dropout import Dropout
 from pipeline.models.layout import Conv2d, weight_like
 from pipeline.sde import VESDE
 
@@ -183,7 +184,7 @@ class ResnetBlockDDPM(nn.Module):
         if temb_dim is not None:
             self.Dense_0 = dense(temb_dim, out_ch)
         self.GroupNorm_1 = group_norm(out_ch, groups)
-        self.Dropout_0 = nn.Dropout(dropout)
+        self.Dropout_0 = Dropout(dropout)
         self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
         if in_ch != out_ch:
             self.NIN_0 = NIN(in_ch, out_ch)
@@ -213,7 +214,7 @@ class ResnetBlockBigGAN(nn.Module):
         if temb_dim is not None:
             self.Dense_0 = dense(temb_dim, out_ch)
         self.GroupNorm_1 = group_norm(out_ch, None)
-        self.Dropout_0 = nn.Dropout(dropout)
+        self.Dropout_0 = Dropout(dropout)
         self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
         if in_ch != out_ch or up or down:
             self.Conv_2 = conv1x1(in_ch, out_ch)

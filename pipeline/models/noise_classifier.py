@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.models.dropout import Dropout
 from pipeline.models.layers import group_norm
 
 
@@ -42,7 +43,7 @@ class WideBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.shortcut = (nn.Conv2d(in_ch, out_ch, 1, stride=stride) if stride != 1 or in_ch != out_ch
                          else nn.Identity())
 
