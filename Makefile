@@ -52,7 +52,7 @@ repro-dvc: install dataset dag .dvc/config
 	$(BIN)/dvc init --no-scm -q 2>/dev/null || $(BIN)/dvc init -q
 
 # One pytest worker per core, each taking whole test files (module fixtures such as the end-to-end smoke repro run
-# once): 429 s on 2 cores against 740-850 s in one process. `make test TEST_WORKERS=0` runs in one process.
+# once): 430-480 s on 2 cores against 740-850 s in one process. `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= $(CORES)
 test: install
 	$(BIN)/ruff check .
