@@ -15,6 +15,7 @@ Sections:
             models/layout.py; foreach Adam: train.py; 16-bit dropout masks: models/dropout.py; heap malloc:
             allocator.py; fp32); then NCHW activations, for-loop / fused Adam, nn.Dropout's bernoulli_ masks, bf16
             autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
+  layers    single layers: dropout fwd+bwd with either mask, GroupNorm backward channels-last against NCHW;
   allocator train step with glibc's default malloc against the pipeline's retain_freed_memory(), one process per
             setting and repetition, interleaved (user and system CPU seconds);
   batches   forward CPU seconds per image at several batch sizes (the sampler's batch).
@@ -100,6 +101,37 @@ def nchw():
 
 def bf16():
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+# --- single layers ----------------------------------------------------------------------------------------------------
+def layers(batch: int, reps: int) -> None:
+    """Median CPU ms of single layers on a batch x 64 x 32 x 32 channels-last activation: dropout forward + backward
+    (nn.Dropout's bernoulli_ masks against models/dropout.py's 16-bit masks), GroupNorm backward (G 16) in ATen's
+    channels-last and NCHW kernels."""
+    N, C, H, W, G = batch, 64, 32, 32, 16
+    x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(x)
+    xg = x.clone().requires_grad_()
+    w = torch.randn(C)
+    _, mean, rstd = torch.native_group_norm(x, w, torch.zeros(C), N, C, H * W, G, 1e-6)
+    xn, dyn = x.contiguous(), dy.contiguous()
+    cases = {
+        "dropout 0.1 fwd+bwd, nn.Dropout (bernoulli_)": lambda: torch.autograd.grad(torch.nn.Dropout(0.1)(xg), xg, dy),
+        "dropout 0.1 fwd+bwd, models/dropout.py": lambda: torch.autograd.grad(Dropout(0.1)(xg), xg, dy),
+        "GroupNorm backward, channels-last": lambda: torch.ops.aten.native_group_norm_backward(
+            dy, x, mean, rstd, w, N, C, H * W, G, [True, True, True]),
+        "GroupNorm backward, NCHW": lambda: torch.ops.aten.native_group_norm_backward(
+            dyn, xn, mean, rstd, w, N, C, H * W, G, [True, True, True]),
+    }
+    for f in cases.values():
+        f()
+    times = {k: [] for k in cases}
+    for _ in range(reps):
+        for k, f in cases.items():
+            times[k].append(timed(f))
+    print(f"\nsingle layers, {N} x {C} x {H} x {W} float32, median of {reps} interleaved reps, CPU ms")
+    for k, v in times.items():
+        print(f"  {k:<48} {1e3 * statistics.median(v):8.1f}")
 
 
 # --- allocator: one process per setting (glibc's defaults cannot be restored in-process) ------------------------------
@@ -329,7 +361,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sections", default="peak,profile,switches,allocator")
+    ap.add_argument("--sections", default="peak,profile,switches,layers,allocator")
     ap.add_argument("--batch-sizes", default="8,32,128")
     ap.add_argument("--parts", default="train,forward", help="switches: train step, forward or both")
     ap.add_argument("--compile", action="store_true", help="add torch.compile variants (minutes of compilation)")
@@ -354,6 +386,8 @@ def main() -> None:
     if "switches" in sections:
         for a in archs:
             switches(a, args.batch, args.reps, args.compile, args.parts)
+    if "layers" in sections:
+        layers(args.batch, max(args.reps, 5))
     if "allocator" in sections:
         for a in archs:
             allocator(a, args.batch, args.reps)

@@ -158,3 +158,21 @@ def test_sampling_compile_gives_eager_samples():
     assert_close_f32(out, ref, what="compiled vs eager samples")
     assert torch.equal(again, out)
     assert list(net.state_dict()) == list(models.build(p).state_dict())  # the cached wrapper is no submodule
+
+
+def test_bench_speed_runs_every_section_and_prints_the_goal_lines(tmp_path):
+    """benchmarks/bench_speed.py on a tiny batch: every section prints its figures (the numbers themselves are the
+    benchmark's business, not a test's)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_speed.py"), "--archs", "fmnist", "--batch", "4",
+                          "--sections", "peak,layers,switches,allocator", "--parts", "forward", "--reps", "1"],
+                         cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600).stdout
+    assert re.search(r"matmul peak, 1024\^3, best of 7: fp32 [\d.]+ GFLOP/s", out)
+    assert re.search(r"GroupNorm backward, channels-last\s+[\d.]+", out)
+    assert re.search(r"dropout 0\.1 fwd\+bwd, models/dropout\.py\s+[\d.]+", out)
+    assert re.search(r"goal \(issue 15\): forward >= 70% of the fp32 matmul peak: best '.+' [\d.]+% -> (met|NOT met)", out)
+    assert re.search(r"glibc default\s+user\s+[\d.]+\s+system\s+[\d.]+", out)
