@@ -29,8 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -77,6 +80,17 @@ def build(arch: str, batch: int, seed: int = 0):
                     training=dict(sde=sde, continuous=continuous))
     torch.manual_seed(seed)
     return models.build(params), torch.randn(batch, 1, 32, 32, generator=gen), labels_for(arch, batch, gen)
+
+
+def train_step(net, x, labels):
+    """One train step of the pipeline's optimizer (foreach Adam, as pipeline/train.py) on a stand-in loss."""
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        net(x, labels).square().mean().backward()
+        opt.step()
+    return step
 
 
 def layout(kind: str):
@@ -138,14 +152,7 @@ def layers(batch: int, reps: int) -> None:
 def allocator_probe(arch: str, batch: int, steps: int) -> None:
     """Child process: time `steps` train steps (after one warm-up) under this process's malloc settings; print
     'user sys' CPU seconds per step."""
-    import os
-    net, x, labels = build(arch, batch)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        net(x, labels).square().mean().backward()
-        opt.step()
+    step = train_step(*build(arch, batch))
     step()
     t0 = os.times()
     for _ in range(steps):
@@ -156,8 +163,6 @@ def allocator_probe(arch: str, batch: int, steps: int) -> None:
 
 def allocator(arch: str, batch: int, reps: int) -> None:
     """glibc's default malloc against the pipeline's retain_freed_memory(), train step, processes interleaved."""
-    import subprocess
-    import sys
     res = {"retain_freed_memory (pipeline)": [], "glibc default": []}
     for _ in range(reps):
         for name in res:
@@ -237,12 +242,7 @@ def breakdown(fn) -> tuple[dict, float]:
 
 def profile_arch(arch: str, batch: int) -> None:
     net, x, labels = build(arch, batch)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)  # as pipeline/train.py
-
-    def train():
-        opt.zero_grad(set_to_none=True)
-        net(x, labels).square().mean().backward()
-        opt.step()
+    train = train_step(net, x, labels)
 
     def sample():
         with torch.inference_mode():

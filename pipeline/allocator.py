@@ -3,8 +3,8 @@
 PyTorch allocates CPU tensors with malloc. glibc serves blocks above its mmap threshold (dynamic, at most 32 MiB on
 64-bit) with a fresh mmap and unmaps them on free, so every such activation of every step page-faults its pages in
 again and the kernel zeroes them: a U-Net activation at batch 256 (256 × 32 × 32 × 32 float32 = 32 MiB) is one. At
-batch 256 that was 2.9 s of system time in a 13.5 s NCSN++ train step here (benchmarks/bench_speed.py, section
-`switches`, variant "glibc default"). `retain_freed_memory()` serves every block from malloc's heap (M_MMAP_MAX = 0)
+batch 256 that was 3.3 s of system time in a 13.0 s NCSN++ train step here (benchmarks/bench_speed.py, section
+`allocator`). `retain_freed_memory()` serves every block from malloc's heap (M_MMAP_MAX = 0)
 and returns freed heap memory to the kernel only above 1 GiB of free space at the top (M_TRIM_THRESHOLD), so a
 training loop reuses its own pages. The process's peak memory is unchanged; memory freed below the top of the heap
 stays with the process until it exits, as with the caching allocators (jemalloc, tcmalloc) often preloaded for the
@@ -13,28 +13,19 @@ same reason. Elsewhere than glibc (macOS, musl) it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, <malloc.h>
 M_MMAP_MAX = -4
-GLIBC_MMAP_MAX_DEFAULT = 65536
 TRIM_THRESHOLD = 1 << 30
 
 
 def _libc():
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
+    """The process's C library when it is glibc (mallopt and gnu_get_libc_version among the loaded symbols), else None."""
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
 
 
-def retain_freed_memory(on: bool = True) -> bool:
-    """Serve all blocks from the heap and keep freed memory (on), or restore glibc's defaults (off).
-    True when glibc took the settings."""
+def retain_freed_memory() -> bool:
+    """Serve all blocks from the heap and keep freed memory; True when glibc took the settings."""
     libc = _libc()
-    if libc is None:
-        return False
-    mmap_max, trim = (0, TRIM_THRESHOLD) if on else (GLIBC_MMAP_MAX_DEFAULT, 128 * 1024)
-    return bool(libc.mallopt(M_MMAP_MAX, mmap_max)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim))
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
