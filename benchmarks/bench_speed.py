@@ -12,10 +12,12 @@ Sections:
             framework overhead (step time outside every aten op);
   switches  train step and forward, median CPU seconds, every variant interleaved in the same repetitions (so load
             from other processes hits all alike): baseline = what the pipeline does (channels-last activations:
-            models/layout.py; foreach Adam: train.py; 16-bit dropout masks: models/dropout.py; heap malloc:
-            allocator.py; fp32); then NCHW activations, for-loop / fused Adam, nn.Dropout's bernoulli_ masks, bf16
-            autocast, inference_mode and, with --compile, torch.compile (inductor) of the network;
-  layers    single layers: dropout fwd+bwd with either mask, GroupNorm backward channels-last against NCHW;
+            models/layout.py; GroupNorm + SiLU in one kernel: models/group_norm_act.py; foreach Adam: train.py;
+            16-bit dropout masks: models/dropout.py; heap malloc: allocator.py; fp32); then NCHW activations, torch's
+            GroupNorm and SiLU, for-loop / fused Adam, nn.Dropout's bernoulli_ masks, bf16 autocast, inference_mode
+            and, with --compile, torch.compile (inductor) of the network;
+  layers    single layers: dropout fwd+bwd with either mask, GroupNorm backward (ATen channels-last, NCHW, fused
+            kernel), GroupNorm + SiLU fwd+bwd (torch's modules against the fused kernel);
   allocator train step with glibc's default malloc against the pipeline's retain_freed_memory(), one process per
             setting and repetition, interleaved (user and system CPU seconds);
   batches   forward CPU seconds per image at several batch sizes (the sampler's batch).
@@ -45,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline import models
 from pipeline.allocator import retain_freed_memory
 from pipeline.config import Params, load_params
+from pipeline.models import group_norm_act as gna
 from pipeline.models.dropout import Dropout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +124,8 @@ def bf16():
 def layers(batch: int, reps: int) -> None:
     """Median CPU ms of single layers on a batch x 64 x 32 x 32 channels-last activation: dropout forward + backward
     (nn.Dropout's bernoulli_ masks against models/dropout.py's 16-bit masks), GroupNorm backward (G 16) in ATen's
-    channels-last and NCHW kernels."""
+    channels-last and NCHW kernels and in models/group_norm_act.py's, and GroupNorm + SiLU forward + backward through
+    torch's modules against the fused kernel."""
     N, C, H, W, G = batch, 64, 32, 32, 16
     x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
     dy = torch.randn_like(x)
@@ -129,6 +133,8 @@ def layers(batch: int, reps: int) -> None:
     w = torch.randn(C)
     _, mean, rstd = torch.native_group_norm(x, w, torch.zeros(C), N, C, H * W, G, 1e-6)
     xn, dyn = x.contiguous(), dy.contiguous()
+    norm, silu = torch.nn.GroupNorm(G, C, eps=1e-6), torch.nn.SiLU()
+    kernel = gna.extension()
     cases = {
         "dropout 0.1 fwd+bwd, nn.Dropout (bernoulli_)": lambda: torch.autograd.grad(torch.nn.Dropout(0.1)(xg), xg, dy),
         "dropout 0.1 fwd+bwd, models/dropout.py": lambda: torch.autograd.grad(Dropout(0.1)(xg), xg, dy),
@@ -136,7 +142,14 @@ def layers(batch: int, reps: int) -> None:
             dy, x, mean, rstd, w, N, C, H * W, G, [True, True, True]),
         "GroupNorm backward, NCHW": lambda: torch.ops.aten.native_group_norm_backward(
             dyn, xn, mean, rstd, w, N, C, H * W, G, [True, True, True]),
+        "GroupNorm + SiLU fwd+bwd, torch's modules": lambda: torch.autograd.grad(silu(norm(xg)), xg, dy),
     }
+    if kernel is not None:
+        cases |= {
+            "GroupNorm backward, models/group_norm_act.py": lambda: kernel.backward(
+                dy, x, mean, rstd, w, torch.zeros(C), G, False),
+            "GroupNorm + SiLU fwd+bwd, models/group_norm_act.py": lambda: torch.autograd.grad(
+                gna.group_norm_act(xg, norm, silu), xg, dy)}
     for f in cases.values():
         f()
     times = {k: [] for k in cases}
@@ -231,7 +244,9 @@ def breakdown(fn) -> tuple[dict, float]:
         while anc is not None and not in_opt:
             in_opt = anc.name.startswith("Optimizer.")
             anc = anc.cpu_parent
-        if not ev.name.startswith("aten::"):  # record_function scopes, autograd engine wrappers, profiler marks
+        if ev.name.startswith("pipeline::"):  # models/group_norm_act.py's fused kernels
+            out[category(ev.name, ev.input_shapes)] += self_s
+        elif not ev.name.startswith("aten::"):  # record_function scopes, autograd engine wrappers, profiler marks
             out["optimizer" if in_opt else "Python / framework"] += self_s
         elif in_opt:
             out["optimizer"] += self_s
@@ -290,11 +305,12 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
         return step
 
     trains = {} if "train" not in parts else {
-              "baseline (pipeline: channels-last, foreach Adam, 16-bit dropout masks, heap malloc, fp32)": variant(),
+              "baseline (pipeline: channels-last, fused GN+SiLU, foreach Adam, 16-bit dropout, heap malloc, fp32)": variant(),
               "NCHW activations": variant(ctx=nchw),
               "Adam for-loop (torch's CPU default)": variant({"foreach": False}),
               "fused Adam": variant({"fused": True}),
               "nn.Dropout (bernoulli_ masks)": variant(bernoulli=True),
+              "torch's GroupNorm + SiLU (no fused kernel)": variant(ctx=gna.unfused),
               "bf16 autocast": variant(ctx=bf16)}
     net_eval = copy.deepcopy(base).eval()
 
@@ -304,8 +320,9 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
                 call(x, labels)
         return f
     fwds = {} if "forward" not in parts else {
-            "baseline (pipeline: no_grad, channels-last, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
-            "NCHW activations": fwd(ctx=nchw), "bf16 autocast": fwd(ctx=bf16)}
+            "baseline (pipeline: no_grad, channels-last, fused GN+SiLU, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
+            "NCHW activations": fwd(ctx=nchw), "torch's GroupNorm + SiLU (no fused kernel)": fwd(ctx=gna.unfused),
+            "bf16 autocast": fwd(ctx=bf16)}
     if use_compile and trains:
         trains["torch.compile (inductor)"] = variant(compile_=True)
     if use_compile and fwds:

@@ -4,7 +4,8 @@ The rule: the module that runs the stage (`pipeline.commands`) and everything it
 transitively — `import` and `from ... import` statements anywhere in a module (top level or inside a function),
 absolute or relative — plus the `__init__.py` of every package on the way, which Python runs on import. Modules in
 SIDE_OUTPUT_ONLY are not followed: they write MLflow artifacts only, never a DVC output. Imports outside `pipeline/`
-(torch, scipy, ...) are pinned by pyproject.toml, not tracked per stage.
+(torch, scipy, ...) are pinned by pyproject.toml, not tracked per stage. A module's C++ source beside it (same
+name, COMPILED_SUFFIXES) is compiled and loaded by that module, so it counts as part of it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipeline.commands import stage_module
 
 PACKAGE = "pipeline"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the package: paths are relative to it
+COMPILED_SUFFIXES = (".cpp",)  # a module `x.py` that compiles `x.cpp` at run time depends on it too
 SIDE_OUTPUT_ONLY = {
     "pipeline.snapshot_grid": "sample grids logged to MLflow during training; model.pt does not depend on them",
 }
@@ -97,5 +99,7 @@ def as_folders(files: set[str], root: Path = CODE_ROOT) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def stage_code(command: str) -> tuple[str, ...]:
     """The source files and folders (relative to the repository root, sorted) that the stage `command` runs."""
-    files = {module_file(m).relative_to(CODE_ROOT).as_posix() for m in closure(stage_module(command))}
+    modules = [module_file(m) for m in closure(stage_module(command))]
+    sources = [f.with_suffix(s) for f in modules for s in COMPILED_SUFFIXES if f.with_suffix(s).is_file()]
+    files = {f.relative_to(CODE_ROOT).as_posix() for f in modules + sources}
     return tuple(as_folders(files))

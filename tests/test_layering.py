@@ -112,6 +112,20 @@ def test_sampler_modules_are_not_training_dependencies():
     assert "pipeline/snapshot_grid.py" not in train  # MLflow grids only (code_deps.SIDE_OUTPUT_ONLY)
 
 
+def test_compiled_sources_are_dependencies_of_the_stages_that_load_them():
+    """models/group_norm_act.cpp is compiled by models/group_norm_act.py at run time: an edit to it reruns every stage
+    that runs the networks, as an edit to the .py would."""
+    sources = sorted(p.relative_to(CODE_ROOT).as_posix() for p in (CODE_ROOT / "pipeline").rglob("*.cpp"))
+    assert "pipeline/models/group_norm_act.cpp" in sources
+    for command in ("train", "sample", "likelihood", "report"):
+        deps = stage_code(command)
+        for src in sources:
+            module = src.removesuffix(".cpp") + ".py"
+            assert bool(_covered({module}, deps)) == bool(_covered({src}, deps)), (command, src)
+    assert not _covered({"pipeline/models/group_norm_act.cpp"}, stage_code("train"))
+    assert _covered({"pipeline/models/group_norm_act.cpp"}, stage_code("download"))
+
+
 def test_commands_table_names_real_stage_modules():
     for command in COMMANDS:
         assert module_file(stage_module(command)) is not None, command

@@ -173,6 +173,8 @@ def test_bench_speed_runs_every_section_and_prints_the_goal_lines(tmp_path):
                          cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600).stdout
     assert re.search(r"matmul peak, 1024\^3, best of 7: fp32 [\d.]+ GFLOP/s", out)
     assert re.search(r"GroupNorm backward, channels-last\s+[\d.]+", out)
+    assert re.search(r"GroupNorm \+ SiLU fwd\+bwd, models/group_norm_act\.py\s+[\d.]+", out)
+    assert re.search(r"torch's GroupNorm \+ SiLU \(no fused kernel\)\s+[\d.]+", out)
     assert re.search(r"dropout 0\.1 fwd\+bwd, models/dropout\.py\s+[\d.]+", out)
     assert re.search(r"goal \(issue 15\): forward >= 70% of the fp32 matmul peak: best '.+' [\d.]+% -> (met|NOT met)", out)
     assert re.search(r"glibc default\s+user\s+[\d.]+\s+system\s+[\d.]+", out)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pipeline.models import fir
 from pipeline.models.dropout import Dropout
+from pipeline.models.group_norm_act import group_norm_act
 from pipeline.models.layout import Conv2d, weight_like
 from pipeline.sde import VESDE
 
@@ -122,7 +123,7 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
-        h = self.GroupNorm_0(x)
+        h = group_norm_act(x, self.GroupNorm_0)
         q, k, v = (nin(h).flatten(2).transpose(1, 2) for nin in (self.NIN_0, self.NIN_1, self.NIN_2))  # [B, HW, C]
         h = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / √C) v
         h = self.NIN_3(h.transpose(1, 2).reshape(b, c, hgt, wid))
@@ -191,10 +192,10 @@ class ResnetBlockDDPM(nn.Module):
         self.act, self.skip_rescale = act, skip_rescale
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.Conv_0(self.act(self.GroupNorm_0(x)))
+        h = self.Conv_0(group_norm_act(x, self.GroupNorm_0, self.act))
         if temb is not None:
             h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self.Conv_1(self.Dropout_0(group_norm_act(h, self.GroupNorm_1, self.act)))
         if hasattr(self, "NIN_0"):
             x = self.NIN_0(x)
         return (x + h) / SQRT2 if self.skip_rescale else x + h
@@ -227,13 +228,13 @@ class ResnetBlockBigGAN(nn.Module):
         return fir.downsample_2d(t, self.fir_kernel) if self.fir else fir.naive_downsample_2d(t)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.act(self.GroupNorm_0(x))
+        h = group_norm_act(x, self.GroupNorm_0, self.act)
         if self.up or self.down:
             h, x = self._resample(h), self._resample(x)
         h = self.Conv_0(h)
         if temb is not None:
             h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self.Conv_1(self.Dropout_0(group_norm_act(h, self.GroupNorm_1, self.act)))
         if hasattr(self, "Conv_2"):
             x = self.Conv_2(x)
         return (x + h) / SQRT2 if self.skip_rescale else x + h

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from pipeline.models import fir
 from pipeline.models import layers as L
+from pipeline.models.group_norm_act import group_norm_act
 from pipeline.models.layout import cpu_channels_last
 from pipeline.models.registry import register
 
@@ -198,12 +199,12 @@ class UNet(nn.Module):
                 h = run_next(h)
             if s.progressive == "output_skip":
                 norm, conv = next(modules), next(modules)
-                head = conv(act(norm(h)))
+                head = conv(group_norm_act(h, norm, act))
                 pyramid = head if pyramid is None else self._pyramid_resample(pyramid, up=True) + head
             elif s.progressive == "residual":
                 if level == n_levels - 1:
                     norm, conv = next(modules), next(modules)
-                    pyramid = conv(act(norm(h)))
+                    pyramid = conv(group_norm_act(h, norm, act))
                 else:
                     pyramid = h = self._merge(run_next(pyramid), h)
             if level != 0:
@@ -213,7 +214,7 @@ class UNet(nn.Module):
             h = pyramid
         else:
             norm, conv = next(modules), next(modules)
-            h = conv(act(norm(h)))
+            h = conv(group_norm_act(h, norm, act))
         assert next(modules, None) is None, "forward did not use every module"
         if s.scale_by_sigma:  # s(x, σ) = net(x, σ) / σ: the net predicts -z (score SDE App. H.2)
             h = h / used_sigmas.to(h.dtype).reshape(-1, *([1] * (h.dim() - 1)))
