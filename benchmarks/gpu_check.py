@@ -9,6 +9,10 @@ Sections (each timed, each a row block of the final table; JSON with every numbe
            ALD on params/cifar10/ncsn.yaml and PC on params/cifar10/ncsnpp_cont.yaml (untrained weights: this checks
            placement and speed, not quality), with fewer steps than the papers so the check fits in 8 minutes; the
            table extrapolates to the papers' step counts and 50,000 samples
+  switches (with --switches) issue 15's speed switches on the GPU, each against the eager run of the same work: train steps with
+           `training.compile` (fp32 and bf16: images/s, fraction of that dtype's peak) and PC sampling with
+           `sampling.compile` and with `sampling.cuda_graphs` (compile mode "reduce-overhead": every fixed-shape
+           network call replayed as one CUDA graph): samples/s, compilation time reported apart
 
 `--device cpu --tiny` runs every section but `smoke` on small versions of the same presets in seconds (tests/test_device.py
 runs it); without CUDA and without `--device cpu`, it exits 2 with one line saying so.
@@ -30,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import models, sampling  # noqa: E402
+from pipeline import compiled, models, sampling  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.experiment import make_sde, sample_shape  # noqa: E402
 from pipeline.losses import get_loss_fn  # noqa: E402
@@ -62,8 +66,10 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int, reps: int) -> float:
     return 2 * n ** 3 / best / 1e12
 
 
-def train_throughput(path: str, sets: list[str], batch: int, steps: int, device: str, bf16: bool) -> dict:
-    """`steps` optimizer steps of the preset's loss (the train loop's math, without its I/O), after 3 warm-up steps."""
+def train_throughput(path: str, sets: list[str], batch: int, steps: int, device: str, bf16: bool,
+                     compile_: bool = False) -> dict:
+    """`steps` optimizer steps of the preset's loss (the train loop's math, without its I/O), after 3 warm-up steps
+    (with `compile_`, the network through compiled.CompiledNet as `training.compile` runs it; warm-up = compilation)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     _, p = load_params(path, sets)
@@ -75,47 +81,65 @@ def train_throughput(path: str, sets: list[str], batch: int, steps: int, device:
     gens = [generator(0, "gpu-check", i) for i in range(batch)]
     amp = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16)
 
+    forward = compiled.CompiledNet(net, "training.compile") if compile_ else net
+
     def step():
         with amp:
-            loss = loss_fn(net, x, gens)
+            loss = loss_fn(forward, x, gens)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
 
     with FlopCounterMode(display=False) as fc:
-        step()
+        loss_fn(net, x, gens).backward()  # the eager network's FLOPs (the counter does not see inside compiled code)
     flops = fc.get_total_flops()
-    for _ in range(2):
+    opt.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    for _ in range(3):
         step()
+    sync(device)
+    warmup = time.perf_counter() - t0
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step()
     sync(device)
     dt = time.perf_counter() - t0
-    return {"preset": path, "dtype": "bf16" if bf16 else "fp32", "batch": batch, "steps": steps, "seconds": dt,
+    if compile_ and not forward.compiled:
+        raise RuntimeError(f"training.compile fell back to eager: {forward.fallback_reason}")
+    return {"preset": path, "dtype": "bf16" if bf16 else "fp32", "compile": compile_, "warmup_seconds": warmup,
+            "batch": batch, "steps": steps, "seconds": dt,
             "images_per_s": batch * steps / dt, "tflop_per_step": flops / 1e12, "tflops": flops * steps / dt / 1e12,
             "final_loss": loss.item(), "params": sum(q.numel() for q in net.parameters())}
 
 
-def sample_throughput(path: str, sets: list[str], n: int, device: str) -> dict:
-    """n samples through `sampling.draw` in one batch, as the sample stage draws them."""
+def sample_throughput(path: str, sets: list[str], n: int, device: str, warmup: bool = False) -> dict:
+    """n samples through `sampling.draw` in one batch, as the sample stage draws them; with `warmup`, timed on a
+    second draw after a first one (compilation, CUDA graph capture), whose time is reported apart."""
     _, p = load_params(path, sets)
     torch.manual_seed(0)
     net = models.build(p).to(device).eval()
     s = p.sampling
     gens = [generator(p.seed, "sample", 0, i) for i in range(n)]
-    sync(device)
-    t0 = time.perf_counter()
+    first = 0.0
     with torch.no_grad():
-        x, nfe = sampling.draw(p, s, net, n, gens, device)
-    sync(device)
-    dt = time.perf_counter() - t0
+        for _ in range(2 if warmup else 1):
+            sync(device)
+            t0 = time.perf_counter()
+            x, nfe = sampling.draw(p, s, net, n, gens, device)
+            sync(device)
+            dt = time.perf_counter() - t0
+            first = first or dt
     if x.device.type != torch.device(device).type:
         raise RuntimeError(f"{path}: samples came back on {x.device}, not {device}")
-    return {"preset": path, "method": s.method, "n": n, "nfe": nfe, "seconds": dt, "samples_per_s": n / dt,
-            "finite": bool(torch.isfinite(x).all()), "shape": list(x.shape)}
+    switch = "cuda_graphs" if s.cuda_graphs else "compile" if s.compile else "eager"
+    wrapper = net.__dict__.get("_pipeline_compiled", {}).get(s.cuda_graphs)
+    if switch != "eager" and not (wrapper and wrapper.compiled):
+        raise RuntimeError(f"sampling.{switch} fell back to eager: {wrapper and wrapper.fallback_reason}")
+    return {"preset": path, "method": s.method, "switch": switch, "n": n, "nfe": nfe, "seconds": dt,
+            "first_draw_seconds": first, "samples_per_s": n / dt, "finite": bool(torch.isfinite(x).all()),
+            "shape": list(x.shape)}
 
 
 def smoke_suite(timeout: int) -> dict:
@@ -155,16 +179,27 @@ def table(res: dict) -> str:
     if "smoke" in res:
         s = res["smoke"]
         rows.append(f"| smoke suite (dvc repro) | {'ok' if s['returncode'] == 0 else 'FAILED'} in {s['seconds']:.0f} s |")
-    for t in res.get("train", []):
+    sw = res.get("switches", {})
+    eager_train = {t["dtype"]: t for t in res.get("train", [])}
+    for t in res.get("train", []) + sw.get("train", []):
         frac = t["tflops"] / pk[t["dtype"]] if pk.get(t["dtype"]) else float("nan")
-        rows.append(f"| train {Path(t['preset']).stem} {t['dtype']} b{t['batch']} x{t['steps']} | "
+        label = f"{t['dtype']} + training.compile" if t.get("compile") else t["dtype"]
+        gain = (f", {t['images_per_s'] / eager_train[t['dtype']]['images_per_s']:.2f}x eager "
+                f"(warm-up incl. compilation {t['warmup_seconds']:.0f} s)" if t.get("compile") and t["dtype"] in eager_train else "")
+        rows.append(f"| train {Path(t['preset']).stem} {label} b{t['batch']} x{t['steps']} | "
                     f"{t['images_per_s']:.0f} images/s, {t['tflops']:.1f} TFLOP/s = {100 * frac:.0f}% of measured "
-                    f"{t['dtype']} peak ({t['tflop_per_step']:.2f} TFLOP/step) |")
+                    f"{t['dtype']} peak ({t['tflop_per_step']:.2f} TFLOP/step){gain} |")
     for s in res.get("sample", []):
         full = s["paper_nfe"] / s["nfe"] * s["seconds"] * 50000 / s["n"]
         rows.append(f"| sample {s['method']} {Path(s['preset']).stem} n={s['n']} | NFE {s['nfe']}, {s['seconds']:.1f} s "
                     f"({s['samples_per_s']:.1f}/s, finite: {s['finite']}); 50k at NFE {s['paper_nfe']}: "
                     f"~{full / 3600:.1f} h |")
+    eager_sample = next((s for s in sw.get("sample", []) if s["switch"] == "eager"), None)
+    for s in sw.get("sample", []):
+        gain = f", {s['samples_per_s'] / eager_sample['samples_per_s']:.2f}x eager" if eager_sample else ""
+        rows.append(f"| sample {s['method']} {Path(s['preset']).stem} {s['switch']} n={s['n']} NFE {s['nfe']} | "
+                    f"{s['samples_per_s']:.1f} samples/s{gain} (first draw incl. compilation {s['first_draw_seconds']:.0f} s,"
+                    f" finite: {s['finite']}) |")
     return "\n".join(rows)
 
 
@@ -172,12 +207,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="small nets, few steps: a dry run of every section in seconds")
-    ap.add_argument("--skip", action="append", default=[], choices=["peak", "smoke", "train", "sample"])
+    ap.add_argument("--skip", action="append", default=[], choices=["peak", "smoke", "train", "sample", "switches"])
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--num-samples", type=int, default=1000)
     ap.add_argument("--pc-steps", type=int, default=50, help="PC predictor steps (the paper: 1000)")
     ap.add_argument("--ald-steps-each", type=int, default=5, help="ALD steps per noise level (the paper: 100)")
+    ap.add_argument("--switches", action="store_true",
+                    help="add the switches section (compilation: minutes; `--switches --skip smoke --skip sample` "
+                         "fits one 10-minute run)")
+    ap.add_argument("--switch-steps", type=int, default=50, help="train steps per compiled variant")
+    ap.add_argument("--switch-pc-steps", type=int, default=10, help="PC steps per sampling switch")
     ap.add_argument("--smoke-timeout", type=int, default=240)
     ap.add_argument("--out", default=None, help="write every number as JSON here")
     a = ap.parse_args(argv)
@@ -187,6 +227,7 @@ def main(argv=None) -> int:
         return 2
     if a.tiny:
         a.train_steps, a.batch, a.num_samples, a.pc_steps, a.ald_steps_each = 2, 4, 4, 3, 1
+        a.switch_steps, a.switch_pc_steps = 2, 2
     res: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
                  "torch": torch.__version__, "tiny": a.tiny}
     t_all = time.perf_counter()
@@ -212,12 +253,23 @@ def main(argv=None) -> int:
             r["paper_nfe"] = paper_nfe or r["nfe"] // a.ald_steps_each * 100  # ALD: L levels x 100 steps
             res["sample"].append(r)
             print(f"sample: {r}", flush=True)
+    if a.switches and "switches" not in a.skip:
+        sets = TINY[TRAIN_PRESET] if a.tiny else []
+        sw = res["switches"] = {"train": [train_throughput(TRAIN_PRESET, sets, a.batch, a.switch_steps, a.device, bf16,
+                                                           compile_=True) for bf16 in (True, False)], "sample": []}
+        print(f"switches, train: {sw['train']}", flush=True)
+        for switch in ("eager", "compile", "cuda_graphs"):
+            over = [f"sampling.num_steps={a.switch_pc_steps}", f"sampling.compile={switch == 'compile'}",
+                    f"sampling.cuda_graphs={switch == 'cuda_graphs'}"]
+            sw["sample"].append(sample_throughput(TRAIN_PRESET, sets + over, a.num_samples, a.device, warmup=True))
+            print(f"switches, sample: {sw['sample'][-1]}", flush=True)
     res["seconds"] = time.perf_counter() - t_all
     text = table(res)
     print(f"\nGPU check on {res['device']} (torch {res['torch']}), {res['seconds']:.0f} s\n\n{text}")
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
-    failed = ("smoke" in res and res["smoke"]["returncode"] != 0) or any(not s["finite"] for s in res.get("sample", []))
+    samples = res.get("sample", []) + res.get("switches", {}).get("sample", [])
+    failed = ("smoke" in res and res["smoke"]["returncode"] != 0) or any(not s["finite"] for s in samples)
     return 1 if failed else 0
 
 

@@ -32,10 +32,12 @@ class CompiledNet:
     """
 
     def __init__(self, net: torch.nn.Module, what: str, backend=None, log: Callable[[str], None] | None = None,
-                 **options):
-        self.net, self.what = net, what
+                 cuda_graphs: bool = False, **options):
+        self.net, self.what, self.cuda_graphs = net, what, cuda_graphs
         self.fallback_reason: str | None = None
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        if cuda_graphs:
+            options["mode"] = "reduce-overhead"  # CUDA graphs (CUDA inputs only; elsewhere inductor's default)
         self._compiled = torch.compile(net, backend=backend or BACKEND, **options)
 
     @property
@@ -45,7 +47,13 @@ class CompiledNet:
     def __call__(self, *args, **kwargs):
         if self._compiled is not None:
             try:
-                return self._compiled(*args, **kwargs)
+                if not self.cuda_graphs:
+                    return self._compiled(*args, **kwargs)
+                # A CUDA graph writes every replay's output into the same memory: a sampler holding one evaluation
+                # while it makes the next (Heun, DPM-Solver, RK45) needs its own copy.
+                torch.compiler.cudagraph_mark_step_begin()
+                out = self._compiled(*args, **kwargs)
+                return out.clone() if out.is_cuda else out
             except Exception as err:  # noqa: BLE001 - any compiler failure; a real error recurs in the eager call
                 self.fall_back(err)
         return self.net(*args, **kwargs)
@@ -88,14 +96,13 @@ def maybe_compile(net: torch.nn.Module, enabled: bool, what: str, **kwargs):
     return CompiledNet(net, what, **kwargs) if enabled else net
 
 
-def cached(net: torch.nn.Module, enabled: bool, what: str):
-    """`maybe_compile`, one wrapper per network object: a sampler called batch after batch compiles (or fails and
-    logs) once, not once per batch. The wrapper is kept on the module outside nn.Module's registry (so it is not a
-    submodule and not in the state dict) and goes away with it."""
-    if not enabled:
+def cached(net: torch.nn.Module, enabled: bool, what: str, cuda_graphs: bool = False):
+    """`maybe_compile`, one wrapper per network object and mode: a sampler called batch after batch compiles (or
+    fails and logs) once, not once per batch. The wrappers are kept on the module outside nn.Module's registry (so
+    they are no submodules and not in the state dict) and go away with it. `cuda_graphs` implies `enabled`."""
+    if not (enabled or cuda_graphs):
         return net
-    wrapper = net.__dict__.get("_pipeline_compiled")
-    if wrapper is None:
-        wrapper = CompiledNet(net, what)
-        object.__setattr__(net, "_pipeline_compiled", wrapper)
-    return wrapper
+    wrappers = net.__dict__.setdefault("_pipeline_compiled", {})
+    if cuda_graphs not in wrappers:
+        wrappers[cuda_graphs] = CompiledNet(net, what, cuda_graphs=cuda_graphs)
+    return wrappers[cuda_graphs]

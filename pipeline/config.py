@@ -189,6 +189,9 @@ class SamplingConfig(_Block):
     s_noise: float = Field(1.0, gt=0)
     eta: float = Field(0.0, ge=0)  # ddim: 0 deterministic, 1 ancestral
     compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/compiled.py)
+    # compile in mode "reduce-overhead": on CUDA each fixed-shape network call replays as one CUDA graph (no per-kernel
+    # launch cost); implies compile; on CPU the same as compile
+    cuda_graphs: bool = False
 
 
 class NoiseClassifierConfig(_Block):

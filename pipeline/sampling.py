@@ -185,7 +185,8 @@ def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor,
     """n samples of the experiment `params` with sampler setting `s` (a SamplingConfig), in the model's data range,
     and the number of score evaluations. `generator`: one per sample (rows independent of the batch)."""
     sde = make_sde(params)
-    score_fn = score_function(params, sde, compiled.cached(net, s.compile, "sampling.compile"))
+    what = "sampling.cuda_graphs" if s.cuda_graphs else "sampling.compile"
+    score_fn = score_function(params, sde, compiled.cached(net, s.compile, what, cuda_graphs=s.cuda_graphs))
     shape = sample_shape(params, n)
     if s.method == "ode":
         return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=sampling_eps(params, s),

@@ -360,3 +360,19 @@ def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
     assert [(s["method"], s["finite"]) for s in res["sample"]] == [("ald", True), ("pc", True)]
     text = capsys.readouterr().out
     assert "| train ncsnpp_cont bf16 b4 x2 |" in text and "| sample ald ncsn n=4 |" in text
+    assert "switches" not in res  # compilation is opt-in (--switches)
+
+
+def test_gpu_check_switches_dry_run_on_cpu(tmp_path, capsys):
+    """--switches: training.compile (bf16, fp32) and sampling.compile / sampling.cuda_graphs, each compiled for real
+    (a fallback to eager fails the check), with speed-ups against the eager rows in the table."""
+    out = tmp_path / "g.json"
+    assert _gpu_check().main(["--device", "cpu", "--tiny", "--switches", "--skip", "smoke", "--skip", "sample",
+                              "--out", str(out)]) == 0
+    sw = json.loads(out.read_text())["switches"]
+    assert [(t["dtype"], t["compile"]) for t in sw["train"]] == [("bf16", True), ("fp32", True)]
+    assert [(s["switch"], s["nfe"], s["finite"]) for s in sw["sample"]] == [
+        ("eager", 4, True), ("compile", 4, True), ("cuda_graphs", 4, True)]  # 2 PC steps: predictor + corrector
+    text = capsys.readouterr().out
+    assert "| train ncsnpp_cont bf16 + training.compile b4 x2 |" in text and "x eager" in text
+    assert "| sample pc ncsnpp_cont cuda_graphs n=4 NFE 4 |" in text

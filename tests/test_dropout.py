@@ -67,3 +67,13 @@ def test_falls_back_to_nn_dropout_where_the_fast_path_does_not_apply():
     b = nn.Dropout(0.5).train()(strided)
     assert torch.equal(a, b)
     assert Dropout(0.1).state_dict() == nn.Dropout(0.1).state_dict() == {}
+
+
+def test_compiles_without_graph_breaks():
+    """Under torch.compile the module is nn.Dropout (inductor draws the masks): no graph break, so a compiled
+    train step of a net with dropout is one graph (the 16-bit masks broke it at every layer, and the recompilations
+    ended in a compile failure)."""
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(Dropout(0.1).train())(torch.randn(2, 8, 4, 4))
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1

@@ -153,6 +153,9 @@ def test_sampling_compile_gives_eager_samples():
         ref, nfe = sampling.draw(p, s_eager, net, 4, gens())
         out, nfe_fast = sampling.draw(p, s_fast, net, 4, gens())
         again, _ = sampling.draw(p, s_fast, net, 4, gens())
+        graphs, _ = sampling.draw(p, s_eager.model_copy(update=dict(cuda_graphs=True)), net, 4, gens())
+    assert_close_f32(graphs, ref, what="sampling.cuda_graphs vs eager samples")  # on CPU: compile, mode reduce-overhead
+    assert compiled.cached(net, False, "x", cuda_graphs=True).compiled
     assert nfe == nfe_fast == 8
     assert compiled.cached(net, True, "x").compiled and compiled.cached(net, True, "x") is compiled.cached(net, True, "y")
     assert_close_f32(out, ref, what="compiled vs eager samples")

@@ -5,8 +5,9 @@ step at the papers' dropout 0.1 (benchmarks/bench_speed.py). `Dropout` instead d
 from the same generator (torch's default CPU generator, so snapshots resume it exactly) and keeps an element when its
 16 bits, read as a signed integer r, satisfy r ≥ round(p · 2^16) − 2^15. The drop probability is then
 p' = round(p · 2^16) / 2^16 (|p' − p| ≤ 2^-17; 0.1000061 for p = 0.1) and kept elements are scaled by 1 / (1 − p'),
-so E[dropout(x)] = x exactly, as for inverted dropout. On CUDA, in eval mode, for p = 0 and for anything but a
-dense floating-point tensor it is `nn.Dropout` itself. Same module name and (empty) state dict as `nn.Dropout`.
+so E[dropout(x)] = x exactly, as for inverted dropout. On CUDA, in eval mode, for p = 0, for anything but a
+dense floating-point tensor and under torch.compile (inductor draws its own masks) it is `nn.Dropout` itself. Same
+module name and (empty) state dict as `nn.Dropout`.
 """
 from __future__ import annotations
 
@@ -38,6 +39,6 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.training or self.p == 0 or x.device.type != "cpu" or not x.is_floating_point()
-                or not _is_dense(x) or self.inplace or self.p >= 1):
+                or not _is_dense(x) or self.inplace or self.p >= 1 or torch.compiler.is_compiling()):
             return F.dropout(x, self.p, self.training, self.inplace)
         return x * keep_mask(x, self.p)
