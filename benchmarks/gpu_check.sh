@@ -4,6 +4,8 @@
 # Under 8 minutes on one H100/H200-class GPU. Usage, from the repository root after `make install`:
 #   benchmarks/gpu_check.sh                      # the full check; JSON in gpu_check.json
 #   benchmarks/gpu_check.sh --device cpu --tiny  # a dry run of the code paths on the CPU, in seconds
+#   benchmarks/gpu_check.sh --switches --skip smoke --skip sample  # issue 15's switches: training.compile (bf16,
+#                                                # fp32), sampling.compile, sampling.cuda_graphs, each vs eager
 # Extra arguments go to benchmarks/gpu_check.py (--help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +21,6 @@ if [[ " $* " != *" --device cpu "* ]] && ! "$PY" -c 'import sys, torch; sys.exit
   echo "  Run it on a GPU machine, or 'benchmarks/gpu_check.sh --device cpu --tiny' for a CPU dry run." >&2
   exit 2
 fi
-exec timeout 480 "$PY" benchmarks/gpu_check.py --out gpu_check.json "$@"
+LIMIT=480  # seconds; compilation (--switches) gets a 10-minute run
+[[ " $* " == *" --switches "* ]] && LIMIT=590
+exec timeout "$LIMIT" "$PY" benchmarks/gpu_check.py --out gpu_check.json "$@"
