@@ -155,6 +155,42 @@ def test_attention_block_is_softmax_attention_over_pixels():
     torch.testing.assert_close(block(x), (x + out) / math.sqrt(2), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("skip_rescale", [True, False])
+def test_residual_in_place_is_bit_identical_with_the_same_gradients(skip_rescale):
+    """residual() writes (x + h)/√2 into the conv output h: the same bits and gradients as out of place."""
+    g = torch.Generator().manual_seed(3)
+    conv = L.conv3x3(4, 4)
+    torch.nn.init.normal_(conv.weight, generator=g)
+    x0 = torch.randn(2, 4, 6, 6, generator=g).contiguous(memory_format=torch.channels_last)
+    temb = torch.randn(2, 4, generator=g)
+    grads = []
+    for in_place in (True, False):
+        x, t = x0.clone().requires_grad_(), temb.clone().requires_grad_()
+        conv.zero_grad()
+        h = conv(x)
+        if in_place:
+            h_ptr = h.data_ptr()
+            out = L.residual(x, L.add_(h, t[:, :, None, None]), skip_rescale)
+            assert out.data_ptr() == h_ptr  # no new activation
+        else:
+            h = h + t[:, :, None, None]
+            out = (x + h) / L.SQRT2 if skip_rescale else x + h
+        out.square().sum().backward()
+        grads.append((out.detach(), x.grad, t.grad, conv.weight.grad.clone()))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_residual_keeps_type_promotion_and_broadcasting():
+    """Out of place where in place would change the result: a bf16 conv output plus an fp32 skip stays fp32 (as x + h),
+    and a term that broadcasts h to a bigger shape."""
+    h, x = torch.ones(2, 3, 4, 4, dtype=torch.bfloat16), torch.full((2, 3, 4, 4), 1e-3)
+    out = L.residual(x, h, skip_rescale=False)
+    assert out.dtype == torch.float32 and torch.equal(out, x + h) and torch.equal(h, torch.ones_like(h))
+    small, big = torch.ones(1, 3, 1, 1), torch.ones(2, 3, 4, 4)
+    assert L.add_(small, big).shape == big.shape and torch.equal(small, torch.ones(1, 3, 1, 1))
+
+
 @pytest.mark.parametrize("conditional", [True, False])
 def test_instance_norm_plus_formula(conditional):
     """NCSN Eq. 10: γ (x − μ)/s + γ α (μ − mean μ)/sd μ + β, with per-channel means μ and biased instance std s."""
