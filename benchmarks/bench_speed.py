@@ -133,6 +133,14 @@ def nchw():
     return layout("nchw")
 
 
+@contextlib.contextmanager
+def none_of_them():
+    """The in-process measures all off: NCHW activations, torch's GroupNorm and SiLU, out-of-place residual sums
+    (for-loop Adam and nn.Dropout are chosen in the variant; the heap malloc is process-wide: `allocator` section)."""
+    with nchw(), gna.unfused(), out_of_place():
+        yield
+
+
 def bf16():
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -324,6 +332,8 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
     trains = {} if "train" not in parts else {
               "baseline (pipeline: channels-last, fused GN+SiLU, foreach Adam, 16-bit dropout, heap malloc, in-place sums, fp32)":
               variant(),
+              "none of them (NCHW, torch's GN+SiLU, for-loop Adam, nn.Dropout, out-of-place sums)":
+              variant({"foreach": False}, ctx=none_of_them, bernoulli=True),
               "NCHW activations": variant(ctx=nchw),
               "Adam for-loop (torch's CPU default)": variant({"foreach": False}),
               "fused Adam": variant({"fused": True}),
@@ -340,6 +350,7 @@ def switches(arch: str, batch: int, reps: int, use_compile: bool, parts: str) ->
         return f
     fwds = {} if "forward" not in parts else {
             "baseline (pipeline: no_grad, channels-last, fused GN+SiLU, fp32)": fwd(), "inference_mode": fwd(torch.inference_mode),
+            "none of them (NCHW, torch's GN+SiLU, out-of-place sums)": fwd(ctx=none_of_them),
             "NCHW activations": fwd(ctx=nchw), "torch's GroupNorm + SiLU (no fused kernel)": fwd(ctx=gna.unfused),
             "residual sums out of place (x + h) / sqrt 2": fwd(ctx=out_of_place), "bf16 autocast": fwd(ctx=bf16)}
     if use_compile and trains:

@@ -179,6 +179,7 @@ def test_bench_speed_runs_every_section_and_prints_the_goal_lines(tmp_path):
     assert re.search(r"GroupNorm \+ SiLU fwd\+bwd, models/group_norm_act\.py\s+[\d.]+", out)
     assert re.search(r"torch's GroupNorm \+ SiLU \(no fused kernel\)\s+[\d.]+", out)
     assert re.search(r"dropout 0\.1 fwd\+bwd, models/dropout\.py\s+[\d.]+", out)
+    assert re.search(r"none of them \(NCHW, torch's GN\+SiLU, out-of-place sums\)\s+[\d.]+", out)
     assert re.search(r"residual sums out of place \(x \+ h\) / sqrt 2\s+[\d.]+", out)
     assert re.search(r"goal \(issue 15\): forward >= 70% of the fp32 matmul peak: the pipeline's fp32 baseline [\d.]+% "
                      r"of the run's highest peak -> (met|NOT met) \([\d.]+% of the peak around it\)", out)
