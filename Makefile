@@ -36,14 +36,19 @@ dag: install
 	$(BIN)/python -m pipeline dag
 
 # The DAG of dvc.yaml, run by Snakemake on every core, one stage per core with one thread each (measured on 2 cores:
-# two 1-thread train steps side by side give 1.41x the throughput of one 2-thread step), then recorded in dvc.lock by
-# `dvc commit`, so that `dvc status` / `dvc repro` see the results as theirs. `make repro-dvc` (= `dvc repro`) runs the
-# same stages one at a time.
+# two 1-thread train steps side by side give 1.41x the throughput of one 2-thread step). DVC decides what is stale:
+# `pipeline stale` lists the outputs of every stage that `dvc status` names or whose provenance stamp differs from its
+# inputs' fingerprint, and Snakemake is forced to rerun them (its own file-time triggers add the rest). Then
+# `pipeline commit` records in dvc.lock only stages whose outputs were made by their current code, params and data,
+# refusing the others by name (exit 1), so that `dvc status` / `dvc repro` see the results as theirs.
+# `make repro-dvc` (= `dvc repro`) runs the same stages one at a time.
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
+SUITE ?= default
 repro: install dataset dag .dvc/config
-	OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES)
-	$(BIN)/dvc commit -f -q dvc.yaml
-	$(BIN)/dvc status dvc.yaml
+	@stale="$$($(BIN)/python -m pipeline stale --suite $(SUITE))" && \
+	  OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES) --config suite=$(SUITE) $${stale:+--forcerun $$stale}
+	$(BIN)/python -m pipeline commit --suite $(SUITE)
+	$(BIN)/dvc status $(if $(filter default,$(SUITE)),dvc.yaml,pipelines/$(SUITE)/dvc.yaml)
 
 repro-dvc: install dataset dag .dvc/config
 	$(BIN)/dvc repro

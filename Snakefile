@@ -20,6 +20,7 @@ import yaml
 
 from pipeline import dag
 from pipeline.config import ParamsError
+from pipeline.names import NAME_PATTERN
 
 SUITE = str(config.get("suite", "default"))
 try:
@@ -31,11 +32,11 @@ except (ParamsError, ValueError) as e:  # an unknown suite or a bad params file:
 # (`--gpus=N`); locally it caps concurrent GPU jobs (`--resources gpu=N`, profiles/local sets 1).
 GPU_KINDS = {"train", "classifier", "sample", "evaluate", "likelihood", "controllable", "curves"}
 
-wildcard_constraints:
-    dataset="[A-Za-z0-9_]+",
-    suite="[A-Za-z0-9_-]+",
-    exp="[A-Za-z0-9_.-]+",
-    sampler="[A-Za-z0-9_-]+",
+wildcard_constraints:  # the one name pattern of params and CLI (pipeline/names.py)
+    dataset=NAME_PATTERN,
+    suite=NAME_PATTERN,
+    exp=NAME_PATTERN,
+    sampler=NAME_PATTERN,
 
 
 def stage(kind, wc):

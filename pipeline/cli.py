@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pipeline.allocator import retain_freed_memory
 from pipeline.commands import COMMANDS, stage_module
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
+from pipeline.stages.common import check_name_args
 
 
 def find_root() -> Path:
@@ -37,6 +39,47 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def begin(args):
+    """(stage, params mappings, fingerprint record) of the DAG stage this command runs, computed before it runs (`pipeline.provenance`);
+    None for commands outside the DAG."""
+    from pipeline import dag, provenance
+
+    try:
+        found = dag.stage_of(args.root, args.stage, getattr(args, "params", None), getattr(args, "set", None),
+                             getattr(args, "training_seed", None), getattr(args, "sampler", None),
+                             getattr(args, "dataset", None), getattr(args, "suite", None))
+    except ValueError as e:  # a suite without experiments, clashing names: what the stage itself would refuse
+        raise StageError(str(e)) from None
+    if found is None:
+        return None
+    stage, raws = found
+    record = {"stage": stage.name, **provenance.fingerprint(args.root, stage.cmd, stage.deps, dag.tracked_params(stage, raws))}
+    os.environ[provenance.ENV] = json.dumps(record)  # for the stage's MLflow tags (pipeline.tracking) and its ranks
+    return stage, raws, record
+
+
+def end(args, begun) -> int:
+    """Stamp the stage's outputs with the fingerprint it started with; exit 1, naming what moved, when its inputs
+    changed while it ran (the outputs then say what made them, and `python -m pipeline commit` refuses them)."""
+    if begun is None or os.environ.get("RANK", "0") != "0":  # Accelerate's other ranks: rank 0 stamps
+        return 0
+    from pipeline import dag, provenance
+
+    stage, raws, record = begun
+    provenance.stamp(args.root, provenance.stamped_outs(stage.outs + stage.metrics + stage.uncached), record)
+    if stage.kind == "report":  # the params files may have been edited: read them again
+        raws = {e.path: e.raw for e in dag.experiments(args.root, args.suite or "default")}
+    elif raws:
+        raws = {f: dag.raw_with_overrides(args.root / f, getattr(args, "set", None) or []) for f in raws}
+    now = provenance.fingerprint(args.root, stage.cmd, stage.deps, dag.tracked_params(stage, raws))
+    why = provenance.differs(record, now)
+    if why:
+        print(f"error: {stage.name}: its inputs changed while it ran ({why.removeprefix('changed since it ran: ')}); its "
+              "outputs record the inputs it started with: rerun the stage", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     retain_freed_memory()  # every stage reuses its freed activation memory (pipeline/allocator.py)
@@ -47,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args.root = Path(args.root).resolve() if getattr(args, "root", None) else find_root()
     module = importlib.import_module(stage_module(args.stage))
     try:
-        return int(module.run(args) or 0)
+        check_name_args(args)  # --suite, --dataset, --sampler: names (pipeline.names.NAME_PATTERN) before anything runs
+        stage = begin(args)
+        rc = int(module.run(args) or 0)
+        return end(args, stage) if rc == 0 else rc
     except (ParamsError, StageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -84,22 +84,11 @@ def closure(module: str, root: Path = CODE_ROOT, skip=tuple(SIDE_OUTPUT_ONLY)) -
     return seen
 
 
-def as_folders(files: set[str], root: Path = CODE_ROOT) -> list[str]:
-    """Sorted paths, a subpackage's folder in place of its files when every .py file of it is listed (shorter
-    dvc.yaml files; DVC hashes the folder, minus .dvcignore's __pycache__)."""
-    out = set(files)
-    for init in sorted({f for f in files if f.endswith("/__init__.py") and f.count("/") > 1}):
-        folder = init.rsplit("/", 1)[0]
-        members = {p.relative_to(root).as_posix() for p in (root / folder).rglob("*.py")}
-        if members <= files:
-            out = {f for f in out if not f.startswith(folder + "/")} | {folder}
-    return sorted(out)
-
-
 @functools.lru_cache(maxsize=None)
 def stage_code(command: str) -> tuple[str, ...]:
-    """The source files and folders (relative to the repository root, sorted) that the stage `command` runs."""
+    """The source files (relative to the repository root, sorted) that the stage `command` runs: files, never a folder,
+    so that Snakemake's mtime trigger sees an edit of any of them as DVC's hash does."""
     modules = [module_file(m) for m in closure(stage_module(command))]
     sources = [f.with_suffix(s) for f in modules for s in COMPILED_SUFFIXES if f.with_suffix(s).is_file()]
     files = {f.relative_to(CODE_ROOT).as_posix() for f in modules + sources}
-    return tuple(as_folders(files))
+    return tuple(sorted(files))

@@ -19,6 +19,8 @@ COMMANDS = {
     "report": ("report", "paper-style tables beside the published numbers (Markdown, LaTeX, HTML)"),
     "import": ("import_ckpt", "convert a reference checkpoint (score_sde, ncsn, ncsnv2) into this project's format"),
     "describe": ("describe", "print an experiment's resolved params, parameter count and stages as JSON"),
+    "stale": ("commit", "print the outputs of every stale stage (dvc status, or a provenance stamp that differs) for snakemake --forcerun"),
+    "commit": ("commit", "record in dvc.lock the stages whose outputs were made by their current code, params and data"),
     "dag": ("dag_cmd", "write dvc.yaml for a suite from params/ (the Snakefile reads the same DAG)"),
 }
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.names import (
     ALD_CONVENTIONS,
@@ -25,7 +25,38 @@ from pipeline.names import (
     SDES,
     TIME_GRIDS,
     TOY_DATASETS,
+    name_problem,
 )
+
+# `seed` and `training.seeds`: non-negative and below 2**31. The seeding scheme (pipeline/rng.py) hashes the seed's
+# text, so any integer works there; torch.manual_seed (weight initialisation) takes < 2**64. 2**31 keeps a seed exact
+# in JSON, MLflow and any signed 32-bit seed API (NumPy's legacy seed, JAX's PRNGKey of the reference code).
+SEED_LIMIT = 2 ** 31
+# eval.num_samples (and the curves' samples per point): the papers' FID uses 50,000; the sample stage holds all samples
+# of a seed in memory (1,000,000 CIFAR-10 images are 3 GB of uint8).
+MAX_SAMPLES = 1_000_000
+
+
+def _check_seed(v: int) -> int:
+    if not 0 <= v < SEED_LIMIT:
+        raise ValueError(f"a seed is an integer from 0 to {SEED_LIMIT - 1} (2**31 - 1), got {v}")
+    return v
+
+
+def _check_num_samples(v: Optional[int]) -> Optional[int]:
+    if v is not None and v > MAX_SAMPLES:
+        raise ValueError(f"at most {MAX_SAMPLES:,} samples (the papers' FID uses 50,000), got {v}")
+    return v
+
+
+Samples = Annotated[int, AfterValidator(_check_num_samples)]  # a sample count: at most MAX_SAMPLES
+
+
+def _check_names(kind: str, names) -> None:
+    for name in names:
+        problem = name_problem(kind, name)
+        if problem:
+            raise ValueError(problem)
 
 
 class ParamsError(Exception):
@@ -145,8 +176,8 @@ class TrainingConfig(_Block):
     @field_validator("seeds")
     @classmethod
     def _seeds_valid(cls, v):
-        if v is not None and (len(set(v)) != len(v) or min(v) < 0):
-            raise ValueError(f"training seeds must be distinct non-negative integers, got {v}")
+        if v is not None and (len(set(v)) != len(v) or min(v) < 0 or max(v) >= SEED_LIMIT):
+            raise ValueError(f"training seeds must be distinct integers from 0 to {SEED_LIMIT - 1}, got {v}")
         return v
 
 
@@ -228,7 +259,7 @@ class ClassConditionalConfig(_Block):
 
 
 class EvalConfig(_Block):
-    num_samples: int = Field(64, ge=1)
+    num_samples: Samples = Field(64, ge=1)
     batch_size: int = Field(64, ge=1)
     num_seeds: int = Field(1, ge=1)
     num_processes: int = Field(1, ge=1)  # ranks of the sample and evaluate stages (whole batches split; same results)
@@ -266,14 +297,14 @@ class CheckpointCurveConfig(_Block):
     """FD against training step over the weights kept every training.ckpt_freq steps (one cheap sampler)."""
 
     sampler: dict[str, Any] = Field(default_factory=dict)  # sampling.* overrides merged onto `sampling`
-    num_samples: Optional[int] = Field(None, ge=2)  # None: curves.num_samples
+    num_samples: Optional[Samples] = Field(None, ge=2)  # None: curves.num_samples
     num_seeds: Optional[int] = Field(None, ge=1)  # None: curves.num_seeds
 
 
 class CurvesConfig(_Block):
     """The `curves` stage: FD against NFE per sampler, and FD against training step (pipeline/curves.py)."""
 
-    num_samples: int = Field(100, ge=2)  # samples per seed and point
+    num_samples: Samples = Field(100, ge=2)  # samples per seed and point
     num_seeds: int = Field(2, ge=1)
     batch_size: Optional[int] = Field(None, ge=1)  # None: eval.batch_size
     nfe: list[int] = Field(default_factory=lambda: [10, 20, 50, 100, 200])  # target NFEs of each non-ODE curve
@@ -318,15 +349,13 @@ class CurvesConfig(_Block):
     @field_validator("samplers")
     @classmethod
     def _curve_names(cls, v):
-        for name in v:
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"curve name {name!r} must be letters, digits, '_' or '-'")
+        _check_names("curve", v)
         return v
 
 
 class Params(_Block):
-    seed: int = Field(42, ge=0)
-    suite: str = "default"
+    seed: int = 42  # 0 <= seed < SEED_LIMIT
+    suite: str = "default"  # a name (names.NAME_PATTERN): reports/<suite>, runs/<suite>, pipelines/<suite>/dvc.yaml
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
@@ -336,12 +365,21 @@ class Params(_Block):
     eval: EvalConfig = EvalConfig()
     curves: Optional[CurvesConfig] = None  # None: no curves stage
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_bounded(cls, v):
+        return _check_seed(v)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, v):
+        _check_names("suite", [v])
+        return v
+
     @field_validator("samplers")
     @classmethod
     def _sampler_names(cls, v):
-        for name in v:
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"sampler name {name!r} must be letters, digits, '_' or '-'")
+        _check_names("sampler", v)
         return v
 
     @model_validator(mode="after")
@@ -416,6 +454,9 @@ def validate_schema(raw: Any, path: str) -> Params:
     """Validate a raw mapping against the schema; raise ParamsError naming the first bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(path, "", "expected a YAML mapping of groups (data, model, training, ...)")
+    odd = [k for k in raw if not isinstance(k, str)]
+    if odd:
+        raise ParamsError(path, str(odd[0]), "a top-level key must be a group or key name (seed, suite, data, model, ...)")
     try:
         return Params(**raw)
     except ValidationError as e:
@@ -424,7 +465,8 @@ def validate_schema(raw: Any, path: str) -> Params:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against params/README.md)"
-        elif "input" in err and err["type"] not in ("missing",):
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict) \
+                and repr(err["input"]) not in msg:  # a mapping: the message names the bad entry
             msg = f"{msg} (got {err['input']!r})"
         raise ParamsError(path, key, msg) from None
 
@@ -581,19 +623,73 @@ def check_eval(params: Params, path: str) -> None:
                           "leave a split empty; use at most num_samples splits")
 
 
+EMPTY_HINT = ("an experiment needs at least model.name and usually data, training, sampling and eval (see params/README.md; "
+              "params/smoke.yaml is a small complete example)")
+
+
+def read_params_yaml(path: str | Path) -> dict:
+    """The mapping a params file holds ({} for an empty file), read with yaml.safe_load; a file that cannot be read,
+    is not valid YAML, is not a mapping or whose `suite:` is not a name raises ParamsError naming the file (and the
+    line). The one reader of params files: load_params and the DAG's discovery (pipeline.dag) both use it."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(shown, "", f"not UTF-8 text (byte {e.start}); a params file is YAML") from None
+    except OSError as e:
+        raise ParamsError(shown, "", f"cannot read the file ({e.strerror or e})") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # yaml.safe_load, with the line of a value that cannot be constructed
+    except yaml.YAMLError as e:
+        raise ParamsError(shown, "", f"not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ParamsError(shown, "", "not valid YAML: nested too deeply") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamsError(shown, "", f"expected a YAML mapping of groups (data, model, training, ...), got a "
+                                     f"{type(raw).__name__}")
+    if "suite" in raw:
+        problem = name_problem("suite", raw["suite"])
+        if problem:
+            raise ParamsError(shown, "suite", problem)
+    return raw
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader whose errors building a value (e.g. the date 2020-13-45: month 13) name its line."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {node.value!r}: {e}"
+                                                    if isinstance(node, yaml.ScalarNode) else str(e),
+                                                    node.start_mark) from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: what is wrong and where (1-based line and column)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem, context = getattr(e, "problem", None), getattr(e, "context", None)
+    what = (f"{problem} ({context})" if context else problem) if problem else (str(e).splitlines() or [type(e).__name__])[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{what}".split())
+
+
 def load_params(path: str | Path, overrides: list[str] | None = None) -> tuple[str, Params]:
     """Read, override and validate a params file; returns (experiment name = file stem, params)."""
     path = Path(path)
     shown = str(path)
     if not path.is_file():
         raise ParamsError(shown, "", "params file not found (pass --params params/NAME.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        first = str(e).replace("\n", " ")
-        raise ParamsError(shown, "", f"not valid YAML: {first}") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(shown, "", "expected a YAML mapping of groups (data, model, training, ...)")
+    problem = name_problem("experiment", path.stem)
+    if problem:
+        raise ParamsError(shown, "", f"{problem}: the file's stem names the experiment (its run folder and DAG stages); "
+                                     "rename the file")
+    raw = read_params_yaml(path)
+    if not raw:
+        raise ParamsError(shown, "", f"the file is empty (no keys); {EMPTY_HINT}")
     for text in overrides or []:
         key, value = parse_override(text, shown)
         set_dotted(raw, key, value, shown)

@@ -8,17 +8,19 @@ cannot drift; tests/test_dag.py parses both and compares.
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from pipeline.code_deps import stage_code
-from pipeline.config import Params, load_params
+from pipeline.config import Params, load_params, read_params_yaml
 from pipeline.models import check_params
 from pipeline.outputs import paths, replica_name
 
 PY = "python -m pipeline"
+q = shlex.quote  # every name or path in a command is quoted (names are checked against names.NAME_PATTERN too)
 
 
 @dataclass
@@ -57,7 +59,7 @@ def experiments(root: Path, suite: str) -> list[Experiment]:
     root = Path(root)
     found = []
     for f in sorted((root / "params").rglob("*.yaml")):
-        raw = yaml.safe_load(f.read_text()) or {}
+        raw = read_params_yaml(f)
         if not isinstance(raw, dict) or raw.get("suite", "default") != suite:
             continue
         rel = f.relative_to(root).as_posix()
@@ -75,7 +77,7 @@ def experiments(root: Path, suite: str) -> list[Experiment]:
 def suites(root: Path) -> list[str]:
     out = set()
     for f in (Path(root) / "params").rglob("*.yaml"):
-        raw = yaml.safe_load(f.read_text()) or {}
+        raw = read_params_yaml(f)
         if isinstance(raw, dict):
             out.add(raw.get("suite", "default"))
     return sorted(out)
@@ -134,7 +136,7 @@ def expand_training_seeds(exps: list[Experiment]) -> list[Experiment]:
             continue
         raw = {k: v for k, v in e.raw.items() if k != "seed"}
         out += [Experiment(replica_name(e.name, s), e.path, e.params.model_copy(update={"seed": s}), raw,
-                           cli=f" --training-seed {s}") for s in seeds]
+                           cli=f" --training-seed {int(s)}") for s in seeds]
     names = [e.name for e in out]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -146,7 +148,7 @@ def expand_training_seeds(exps: list[Experiment]) -> list[Experiment]:
 def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
     p, ds = e.params, e.params.data.dataset
     base = paths(suite, e.name, ds)
-    cmd = lambda stage, extra="": f"{PY} {stage} --params {e.path}{e.cli}{extra}"  # noqa: E731
+    cmd = lambda stage, extra="": f"{PY} {stage} --params {q(e.path)}{e.cli}{extra}"  # noqa: E731
     out = [
         Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
               deps=[base["prepared"], *stage_code("train")], outs=[base["train"]],
@@ -160,11 +162,11 @@ def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
         sp = paths(suite, e.name, ds, sampler)
         variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
         out.append(Stage(f"sample-{e.name}-{sampler}", "sample", {"suite": suite, "exp": e.name, "sampler": sampler},
-                         cmd("sample", f" --sampler {sampler}"), deps=[base["train"], *stage_code("sample")],
+                         cmd("sample", f" --sampler {q(sampler)}"), deps=[base["train"], *stage_code("sample")],
                          outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)},
                          processes=p.eval.num_processes))
         out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
-                         cmd("evaluate", f" --sampler {sampler}"),
+                         cmd("evaluate", f" --sampler {q(sampler)}"),
                          deps=[sp["samples"], base["evaluator"], *stage_code("evaluate")], outs=[],
                          params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]],
                          processes=p.eval.num_processes))
@@ -197,7 +199,7 @@ def curve_stages(e: Experiment, suite: str) -> list[Stage]:
     base = paths(suite, e.name, e.params.data.dataset)
     metrics = [base["curve_nfe"], base["curve_ckpt"]]  # both written; a curve not asked for says so in its file
     return [Stage(f"curves-{e.name}", "curves", {"suite": suite, "exp": e.name},
-                  f"{PY} curves --params {e.path}", deps=[base["train"], base["evaluator"], *stage_code("curves")],
+                  f"{PY} curves --params {q(e.path)}", deps=[base["train"], base["evaluator"], *stage_code("curves")],
                   outs=[], params={e.path: _present(e.raw, ["seed", "sampling", "eval.batch_size", "curves"])},
                   metrics=metrics)]
 
@@ -207,7 +209,7 @@ def classifier_stage(e: Experiment, suite: str) -> Stage:
     score model, so it runs beside `train`."""
     base = paths(suite, e.name, e.params.data.dataset)
     return Stage(f"classifier-{e.name}", "classifier", {"suite": suite, "exp": e.name},
-                 f"{PY} classifier --params {e.path}", deps=[base["prepared"], *stage_code("classifier")],
+                 f"{PY} classifier --params {q(e.path)}", deps=[base["prepared"], *stage_code("classifier")],
                  outs=[base["classifier"]],
                  params={e.path: _present(e.raw, ["seed", "data", "training.sde", "model.sigma_min", "model.sigma_max",
                                                   "model.beta_min", "model.beta_max", "eval.classifier"])})
@@ -217,11 +219,11 @@ def dataset_stages(dataset: str) -> list[Stage]:
     p = paths("", "", dataset)
     w = {"dataset": dataset}
     return [
-        Stage(f"download-{dataset}", "download", w, f"{PY} download --dataset {dataset}",
+        Stage(f"download-{dataset}", "download", w, f"{PY} download --dataset {q(dataset)}",
               deps=list(stage_code("download")), outs=[p["raw"]]),
-        Stage(f"prepare-{dataset}", "prepare", w, f"{PY} prepare --dataset {dataset}",
+        Stage(f"prepare-{dataset}", "prepare", w, f"{PY} prepare --dataset {q(dataset)}",
               deps=[p["raw"], *stage_code("prepare")], outs=[p["prepared"]]),
-        Stage(f"evaluator-{dataset}", "evaluator", w, f"{PY} evaluator --dataset {dataset}",
+        Stage(f"evaluator-{dataset}", "evaluator", w, f"{PY} evaluator --dataset {q(dataset)}",
               deps=[p["prepared"], *stage_code("evaluator")], outs=[p["evaluator"]]),
     ]
 
@@ -239,7 +241,7 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
     # prepared training split (its grid of real images) and the evaluator's metrics.json (its time and accuracy)
     metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood", "curves") for m in s.metrics + s.plots]
     folders = [o for s in stages if s.kind in ("sample", "controllable", "prepare", "evaluator") for o in s.outs]
-    stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {suite}",
+    stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {q(suite)}",
                         deps=sorted(metric_files + folders) + list(stage_code("report")), outs=[],
                         uncached=[paths(suite, "", "")["report"]]))
     return stages
@@ -277,3 +279,55 @@ def render_dvc_yaml(root: Path, suite: str) -> str:
 
 def dvc_yaml_path(suite: str) -> str:
     return "dvc.yaml" if suite == "default" else f"pipelines/{suite}/dvc.yaml"
+
+
+# --- the stage a command runs -------------------------------------------------------------------------------------
+def _repo_path(root: Path, path: str) -> str:
+    """A params path as the DAG writes it: relative to the root where the file is inside it."""
+    p = Path(path).resolve()
+    return p.relative_to(Path(root).resolve()).as_posix() if p.is_relative_to(Path(root).resolve()) else str(path)
+
+
+def raw_with_overrides(path: str, overrides: list[str]) -> dict:
+    from pipeline.config import parse_override, set_dotted
+
+    raw = read_params_yaml(path)
+    for text in overrides or []:
+        key, value = parse_override(text, str(path))
+        set_dotted(raw, key, value, str(path))
+    return raw
+
+
+def stage_of(root: Path, command: str, params: str | None = None, overrides: list[str] | None = None,
+             training_seed: int | None = None, sampler: str | None = None, dataset: str | None = None,
+             suite: str | None = None) -> tuple[Stage, dict] | None:
+    """(the DAG stage that `python -m pipeline COMMAND ...` runs, {params file: raw mapping with the overrides}), or
+    None for a command that is not a stage of the DAG (dag, describe, import). With `--set` overrides the stage's
+    tracked values are the overridden ones, so its fingerprint (`pipeline.provenance`) differs from the file's."""
+    root = Path(root)
+    if command in ("download", "prepare", "evaluator"):
+        if dataset is None:
+            dataset = load_params(params, overrides)[1].data.dataset
+        return next(s for s in dataset_stages(dataset) if s.kind == command), {}
+    if command == "report":
+        found = [s for s in suite_stages(root, suite or "default") if s.kind == "report"]
+        raws = {e.path: e.raw for e in experiments(root, suite or "default")}
+        return found[0], raws
+    if command not in ("train", "sample", "evaluate", "likelihood", "controllable", "curves", "classifier") or not params:
+        return None
+    name, p = load_params(params, overrides)
+    rel = _repo_path(root, params)
+    e = Experiment(name, rel, p, raw_with_overrides(params, overrides or []))
+    if training_seed is not None:
+        e = expand_training_seeds([Experiment(name, rel, p.model_copy(update={"training": p.training.model_copy(
+            update={"seeds": [training_seed]})}), e.raw)])[0]
+    wanted = f"{command}-{e.name}" + (f"-{sampler}" if command in ("sample", "evaluate") else "")
+    found = [s for s in experiment_stages(e, p.suite) if s.name == wanted]
+    return (found[0], {rel: e.raw}) if found else None
+
+
+def tracked_params(stage: Stage, raws: dict[str, dict]) -> dict[str, dict]:
+    """{params file: {key: value}} of the keys `stage` tracks, read from `raws` (params file -> mapping)."""
+    from pipeline.provenance import tracked_values
+
+    return {f: tracked_values(raws.get(f) or {}, keys) for f, keys in stage.params.items()}

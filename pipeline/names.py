@@ -2,6 +2,7 @@
 import (data.py: datasets, sde.py: SDEs, predictors.py / correctors.py: PC samplers, likelihood.py: estimators,
 sampling.py: PC orders, ALD step rules and sampling methods, fast_samplers.py: fast samplers), so `pipeline.config`
 validates names without importing the math."""
+import re
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist", "cifar10", "celeba", "digits")
 TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard")  # 2-D points
@@ -16,6 +17,20 @@ FAST_METHODS = ("heun", "dpm_solver", "ddim")  # fast_samplers.py
 SAMPLING_METHODS = ("pc", "ode", "ald") + FAST_METHODS
 TIME_GRIDS = ("edm", "logsnr", "uniform")  # fast samplers' time steps
 DEFAULT_TIME_GRIDS = {"heun": "edm", "dpm_solver": "logsnr", "ddim": "uniform"}  # when sampling.time_grid is unset
+
+# Suite, experiment (a params file's stem; a training-seed replica `<exp>-seed<s>`), dataset and sampler names: they
+# become folder names (runs/<suite>/<exp>/samples/<sampler>, reports/<suite>, pipelines/<suite>/dvc.yaml) and words
+# of shell commands (dvc.yaml's `cmd`), so nothing that can leave a folder ('/', '..') or end a command (';', ' ').
+# Not a leading '-' either: `--sampler -x` is read as an option.
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+NAME_RULE = f"letters, digits, '_' or '-', not starting with '-' ({NAME_PATTERN})"
+
+
+def name_problem(kind: str, name) -> str | None:
+    """Why `name` cannot be a `kind` name (suite, experiment, dataset, sampler, curve), or None."""
+    if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name):
+        return None
+    return f"{kind} name {name!r} must be {NAME_RULE}"
 
 
 def lookup(kind: str, registry: dict, name: str):

@@ -5,10 +5,12 @@ Tracking never loses results: if MLflow fails, the stage still writes its output
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,15 +19,42 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline import provenance
+
 # MLflow's HTTP client retries 7 times with exponential backoff (minutes) before giving up; a stage should find out
 # in seconds that its server is gone. Explicit settings in the environment win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PROBE_TIMEOUT_S = 3.0
+OFF = "off (PIPELINE_TRACKING=off)"
 
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def store_lock_file(uri: str) -> Path | None:
+    """`<db>.lock` beside the file of a SQLite store (sqlite:///<path>), or None: other stores (a server, in-memory
+    SQLite) need no lock."""
+    m = re.match(r"sqlite(\+\w+)?:///([^?]+)", uri)
+    return Path(m.group(2) + ".lock") if m and m.group(2) != ":memory:" else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive flock on the store's lock file (see store_lock_file), so that stages started together create
+    a new SQLite store (its alembic migrations), the experiment and the parent run one at a time. Raises OSError when
+    the lock file cannot be opened."""
+    path = store_lock_file(uri)
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:  # never deleted: unlinking a lock file others wait on would let two processes in
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -145,6 +174,10 @@ def lineage_tags(root: Path, stage: str, suite: str | None = None) -> dict[str, 
     }
     if os.environ.get("DVC_STAGE"):
         tags["dvc.stage"] = os.environ["DVC_STAGE"]
+    record = provenance.current()  # the fingerprint of the inputs the stage started with (pipeline/provenance.py)
+    if record:
+        tags.update({f"pipeline.fingerprint{'' if k == 'fingerprint' else '.' + k}": v for k, v in record.items()
+                     if k in (*provenance.PARTS, "fingerprint")})
     return tags
 
 
@@ -160,14 +193,22 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 class Tracker:
-    """A child run of one stage; every call is a no-op once tracking has failed."""
+    """A child run of one stage; every call is a no-op once tracking has failed. `status` is "logged" while the run
+    takes every record, else "skipped: <reason>" or OFF."""
 
-    def __init__(self, mlflow_mod=None, run_id: str | None = None, root: Path | None = None, suite: str | None = None):
+    def __init__(self, mlflow_mod=None, run_id: str | None = None, root: Path | None = None, suite: str | None = None,
+                 status: str | None = None):
         self._m, self.run_id, self.root, self.suite = mlflow_mod, run_id, Path(root or "."), suite
+        self.status = status or ("logged" if mlflow_mod is not None else "skipped: no MLflow run")
 
     @property
     def active(self) -> bool:
         return self._m is not None
+
+    def record(self) -> dict[str, str | None]:
+        """What a stage writes into its outputs about its tracking: {"mlflow_run_id": the run's id or None,
+        "mlflow_status": status}. After a failed call the id (if any) names the run that holds the earlier records."""
+        return {"mlflow_run_id": self.run_id, "mlflow_status": self.status}
 
     def _safe(self, fn, *a, **kw):
         if self._m is None:
@@ -177,11 +218,15 @@ class Tracker:
         except Exception as e:  # noqa: BLE001 - tracking must never break a stage
             print(f"warning: MLflow tracking skipped from here on ({type(e).__name__}: {e})", file=sys.stderr)
             self._m = None
+            self.status = f"skipped: an MLflow call failed mid-stage ({_why(e)})"
             return None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self._safe(lambda: self._m.log_metrics(clean, step=step))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._safe(lambda: self._m.set_tags({k: str(v) for k, v in tags.items()}))
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         self._safe(lambda: self._m.log_artifact(str(path), artifact_path))
@@ -213,6 +258,11 @@ class Tracker:
             self._m.log_input(ds, context=context, tags=tags)
 
         self._safe(go)
+
+
+def _why(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _setup(root: Path, suite: str):
@@ -262,30 +312,34 @@ def _parent_run(mlflow, experiment: str) -> str:
 
 @contextlib.contextmanager
 def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict | None = None) -> Iterator[Tracker]:
-    """Open the stage's child run under the experiment's parent run (or a no-op tracker if MLflow fails)."""
-    mlflow, run = None, None
+    """Open the stage's child run under the experiment's parent run (or a no-op tracker if MLflow fails).
+
+    With a SQLite store, creating the store, the experiment, the parent run and the child run happen under
+    store_lock: stages started side by side on a new store each get their run."""
+    mlflow, run, why = None, None, None
     if os.environ.get("PIPELINE_TRACKING", "on") == "off":
-        yield Tracker()
+        yield Tracker(status=OFF)
         return
     try:
-        mlflow = _setup(root, suite)
-        parent = _parent_run(mlflow, experiment)
-        tags = {**lineage_tags(root, stage, suite), "pipeline.experiment": experiment, "pipeline.kind": "stage",
-                "mlflow.parentRunId": parent}
-        run = mlflow.start_run(run_name=f"{experiment}/{stage}", tags=tags)
+        tags = {**lineage_tags(root, stage, suite), "pipeline.experiment": experiment, "pipeline.kind": "stage"}
+        with store_lock(tracking_uri(root)):
+            mlflow = _setup(root, suite)
+            parent = _parent_run(mlflow, experiment)
+            run = mlflow.start_run(run_name=f"{experiment}/{stage}", tags={**tags, "mlflow.parentRunId": parent})
         if params:
             flat = {k: str(v)[:500] for k, v in flatten(params).items()}
             items = list(flat.items())
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
     except Exception as e:  # noqa: BLE001
+        why = f"skipped: {_why(e)}"
         print(f"warning: MLflow tracking skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
               "the stage's outputs are written as usual", file=sys.stderr)
         if run is not None:
             with contextlib.suppress(Exception):
                 mlflow.end_run(status="FAILED")
         mlflow, run = None, None
-    tracker = Tracker(mlflow, run.info.run_id if run else None, root, suite)
+    tracker = Tracker(mlflow, run.info.run_id if run else None, root, suite, why)
     status = "FAILED"
     try:
         yield tracker
@@ -298,6 +352,8 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
 def log_dataset_stage(root: Path, dataset: str, stage: str, folder: Path) -> None:
     """Data stages are per dataset: their runs live in the `datasets` experiment."""
     with stage_run(root, "datasets", dataset, stage) as t:
+        if provenance.current():  # stamped before its digest is taken, so the digest is dvc.lock's
+            provenance.stamp(Path(folder).parent, [Path(folder).name], provenance.current())
         mf = json.loads((folder / "manifest.json").read_text())
         t.log_dataset(dataset, None, folder, "prepared")  # digest: the folder's DVC hash, as in dvc.lock
         for split, info in mf["splits"].items():

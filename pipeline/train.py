@@ -106,7 +106,7 @@ def valid_snapshots(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: int, losses=(), on_write=None,
-                  eval_losses=()) -> None:
+                  eval_losses=(), fingerprint: str | None = None) -> None:
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
@@ -116,6 +116,7 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
         accelerator.save_state(str(tmp), safe_serialization=False)
         if on_write is not None:
             on_write(step, tmp)
+        (tmp / FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
         torch.save({"step": step, "ema": ema.state_dict() if ema else None,
                     "losses": torch.tensor(list(losses), dtype=torch.float64),
                     "eval_losses": torch.tensor(list(eval_losses), dtype=torch.float64).reshape(-1, 2)},
@@ -124,6 +125,46 @@ def save_snapshot(accelerator, folder: Path, step: int, ema: EMA | None, keep: i
     for _, old in valid_snapshots(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+FINGERPRINT = "fingerprint.json"  # in each snapshot (under its checksums): what made the steps it holds
+
+
+def snapshot_fingerprint(path: Path) -> str | None:
+    try:
+        return json.loads((path / FINGERPRINT).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def set_aside(folder: Path) -> Path:
+    """Move the snapshots folder to `<folder>.superseded/<UTC time>`: kept, never deleted, out of the resume path."""
+    dest = folder.with_name(folder.name + ".superseded") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 0
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    folder.rename(dest)
+    return dest
+
+
+def resumable(snapshot_dir: Path, n_iters: int, fingerprint: str | None, say=print) -> list[tuple[int, Path]]:
+    """The snapshots training may resume from, newest first: complete ones at most `n_iters` steps in. When the newest
+    was made with another fingerprint (other code, params or data), the whole folder (kept weights included) is set
+    aside and training starts at step 0; `fingerprint=None` (no provenance asked for) resumes as before."""
+    if not snapshot_dir.exists():
+        return []
+    for stale in snapshot_dir.glob(".step_*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)  # a snapshot whose writer was killed half-way
+    snaps = valid_snapshots(snapshot_dir)
+    if snaps and fingerprint is not None and snapshot_fingerprint(snaps[0][1]) != fingerprint:
+        made = snapshot_fingerprint(snaps[0][1])
+        aside = set_aside(snapshot_dir)
+        say(f"snapshots made by other code, params or data (fingerprint {str(made)[:12]}, now {fingerprint[:12]}) "
+            f"moved to {aside}; training starts at step 0")
+        return []
+    return [(step, path) for step, path in snaps if step <= n_iters]
 
 
 KEPT_WEIGHTS = "weights"  # snapshot_dir/weights/step_<step>.pt: the weights kept every training.ckpt_freq steps
@@ -141,12 +182,13 @@ def keep_weights(folder: Path, params, model, ema: EMA | None, step: int) -> Non
 # --- the loop -----------------------------------------------------------------------------------------------------
 def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, tracker=None,
           accelerator=None, progress: bool = True, on_snapshot=None, on_step=None,
-          on_snapshot_write=None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
+          on_snapshot_write=None, fingerprint: str | None = None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
     """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible.
 
     Callbacks: on_snapshot(step, model, ema) after each snapshot (MLflow sample grids); on_step(step, loss) after each
     optimizer step, whose non-None return replaces the loss, and on_snapshot_write(step, folder) while a snapshot is
-    half-written (the no-lost-work tests inject SIGKILL and NaN losses through these two).
+    half-written (the no-lost-work tests inject SIGKILL and NaN losses through these two). `fingerprint`: what
+    makes the steps (`resumable`); each snapshot records it, and only a snapshot with the same one is resumed.
     """
     from accelerate import Accelerator
 
@@ -174,9 +216,11 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                                  likelihood_weighting=t_cfg.likelihood_weighting)
 
     start = 0
-    for stale in snapshot_dir.glob(".step_*.tmp") if snapshot_dir.exists() else []:
-        shutil.rmtree(stale, ignore_errors=True)  # a snapshot whose writer was killed half-way
-    snaps = valid_snapshots(snapshot_dir) if snapshot_dir.exists() else []
+    snaps = resumable(snapshot_dir, t_cfg.n_iters, fingerprint, accelerator.print) if accelerator.is_main_process else []
+    if world > 1:  # the main process alone sets a stale folder aside; the other ranks read what it left
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            snaps = resumable(snapshot_dir, t_cfg.n_iters, None)
     if snaps:
         step0, path = snaps[0]
         accelerator.load_state(str(path))
@@ -261,7 +305,7 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                 stopping = accelerator.reduce(flag, reduction="sum").item() > 0
             if (step + 1) % t_cfg.snapshot_freq == 0 or stopping:
                 save_snapshot(accelerator, snapshot_dir, step + 1, ema, t_cfg.snapshot_keep, result.losses,
-                              on_write=on_snapshot_write, eval_losses=result.eval_losses)
+                              on_write=on_snapshot_write, eval_losses=result.eval_losses, fingerprint=fingerprint)
                 if on_snapshot is not None and accelerator.is_main_process and not stopping:
                     on_snapshot(step + 1, accelerator.unwrap_model(net), ema)
             if stopping:

@@ -72,7 +72,7 @@ def test_classifier_stage_then_class_conditional_grid(tmp_path):
     root, f = _setup(tmp_path)
     run_dir = root / "runs/cc/exp"
     assert main(["classifier", "--params", str(f), "--root", str(root)]) == 0
-    assert sorted(p.name for p in (run_dir / "classifier").iterdir()) == ["classifier.pt", "metrics.json"]
+    assert sorted(p.name for p in (run_dir / "classifier").iterdir()) == ["classifier.pt", "metrics.json", "provenance.json"]
     m = json.loads((run_dir / "classifier/metrics.json").read_text())
     assert m["num_classes"] == K and m["n_iters"] == 6 and m["test_images"] == 9
     assert set(m["test_accuracy"]) == {"0.1", "1"} and all(0 <= a <= 1 for a in m["test_accuracy"].values())
@@ -80,7 +80,7 @@ def test_classifier_stage_then_class_conditional_grid(tmp_path):
 
     assert main(["controllable", "--params", str(f), "--root", str(root)]) == 0
     folder = run_dir / "controllable"
-    assert sorted(p.name for p in folder.iterdir()) == ["class_conditional.png", "info.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["class_conditional.png", "info.json", "provenance.json"]
     info = json.loads((folder / "info.json").read_text())["tasks"]["class_conditional"]
     assert info["status"] == "done" and info["num_classes"] == K and info["samples_per_class"] == PER_CLASS
     assert info["nfe"] == 10 and info["guidance_scale"] == 1.0 and info["method"] == "pc"

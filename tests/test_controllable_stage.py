@@ -70,7 +70,7 @@ def test_inpainting_keeps_the_left_half_and_writes_one_grid(tmp_path):
     root, f, x = _setup(tmp_path)
     assert main(["controllable", "--params", str(f), "--root", str(root)]) == 0
     folder = root / "runs/ctl/exp/controllable"
-    assert sorted(p.name for p in folder.iterdir()) == ["info.json", "inpainting.png"]  # atomic: no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == ["info.json", "inpainting.png", "provenance.json"]  # atomic: no temp files left
     info = json.loads((folder / "info.json").read_text())["tasks"]["inpainting"]
     assert info["status"] == "done" and info["num_images"] == N_IMAGES and info["num_steps"] == STEPS
     assert info["nfe"] == STEPS  # Euler-Maruyama, no corrector: one score evaluation per step
@@ -98,7 +98,7 @@ def test_colorization_keeps_the_gray_level_of_rgb_images(tmp_path):
     root, f, x = _setup(tmp_path, "cifar10", 3, ("inpainting", "colorization"))
     assert main(["controllable", "--params", str(f), "--root", str(root)]) == 0
     folder = root / "runs/ctl/exp/controllable"
-    assert sorted(p.name for p in folder.iterdir()) == ["colorization.png", "info.json", "inpainting.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["colorization.png", "info.json", "inpainting.png", "provenance.json"]
     info = json.loads((folder / "info.json").read_text())["tasks"]["colorization"]
     assert info["status"] == "done" and info["mse_gray"] < 1e-6 < info["mse_color"]
     original, gray, _ = _grid_rows(folder / "colorization.png", N_IMAGES, 3).astype(int)
@@ -111,7 +111,7 @@ def test_colorization_of_one_channel_data_is_not_applicable(tmp_path):
     root, f, _ = _setup(tmp_path, tasks=("inpainting", "colorization"))
     assert main(["controllable", "--params", str(f), "--root", str(root)]) == 0
     folder = root / "runs/ctl/exp/controllable"
-    assert sorted(p.name for p in folder.iterdir()) == ["info.json", "inpainting.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["info.json", "inpainting.png", "provenance.json"]
     tasks = json.loads((folder / "info.json").read_text())["tasks"]
     assert tasks["colorization"] == {"status": NOT_APPLICABLE_GRAY}
     assert tasks["inpainting"]["status"] == "done"

@@ -192,3 +192,54 @@ def test_sde_code_change_reruns_train_onwards(repo):
         assert dvc_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
     finally:
         (repo / "pipeline/sde.py").write_text(old)
+
+
+# --- make repro's path: DVC and the provenance stamps decide what is stale, Snakemake executes, commit checks --------
+def stale(repo, *extra) -> list[str]:
+    return run(["python", "-m", "pipeline", "stale", "--suite", "smoke", *extra], repo).stdout.split()
+
+
+def snakemake_forced(repo, targets: list[str], check=True):
+    return run(["snakemake", "-c2", "--config", "suite=smoke", *(["--forcerun", *targets] if targets else [])], repo,
+               timeout=900, check=check)
+
+
+@pytest.mark.timeout(900)
+def test_a_folder_of_code_edited_reruns_through_stale_snakemake_and_commit(repo):
+    """Appending a line to pipeline/metrics/points.py (a module of a package folder): DVC names the evaluate stages,
+    `pipeline stale` gives Snakemake their outputs, and after `pipeline commit` dvc status is clean."""
+    edit_code(repo, "pipeline/metrics/points.py", "# a code change\n")
+    assert set(stale(repo, "--names")) == {"evaluate-smoke-pc", "evaluate-smoke-ode"}
+    assert {"evaluate-smoke-pc", "evaluate-smoke-ode"} <= snakemake_would_run(repo)  # a file dep: its time is seen
+    snakemake_forced(repo, stale(repo))
+    r = run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo)
+    assert "committed 11 of 11 stages" in r.stdout
+    assert dvc_would_run(repo) == set() and stale(repo) == []
+
+
+@pytest.mark.timeout(900)
+def test_commit_refuses_a_stage_whose_inputs_changed_while_it_ran(repo):
+    """An edit to train's code while train runs: the stage fails naming what moved, the commit step refuses it by
+    name (exit 1) and leaves dvc.lock as it was; with the edit undone the next round commits everything."""
+    lock = repo / "pipelines/smoke/dvc.lock"
+    before = lock.read_text()
+    import shutil
+    import subprocess
+    shutil.rmtree(repo / SMOKE / "snapshots")  # so that train computes its 300 steps again
+    from conftest import venv_env
+    proc = subprocess.Popen(["snakemake", "-c1", "--config", "suite=smoke", "--forcerun", f"{SMOKE}/train"], cwd=repo,
+                            env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = repo / SMOKE / "snapshots/step_000000100"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    old = edit_code(repo, "pipeline/sde.py", "# an edit while train runs\n")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "train-smoke: its inputs changed while it ran (code)" in out, out[-3000:]
+    r = run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo, check=False)
+    assert r.returncode == 1 and "error: train-smoke: not committed" in r.stderr
+    assert lock.read_text() == before
+    (repo / "pipeline/sde.py").write_text(old)
+    snakemake_forced(repo, stale(repo))
+    run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo)
+    assert dvc_would_run(repo) == set()

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_params
+from pipeline.config import ParamsError, load_params, read_params_yaml
 
-GOOD = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "smoke.yaml").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
 
 
 def _write(tmp_path, raw) -> Path:
@@ -51,6 +52,32 @@ CASES = [
     ("bad --set type", GOOD, ["eval.num_samples=lots"], "eval.num_samples", "integer"),
     ("--set without =", GOOD, ["eval.num_samples"], "eval.num_samples", "KEY=VALUE"),
     ("--set unknown key", GOOD, ["optim.learning_rate=0.1"], "optim.learning_rate", "unknown key"),
+    # names (pipeline.names.NAME_PATTERN): they become folders and words of dvc.yaml's shell commands
+    ("suite leaving the root", _with("suite", "../../victim"), [], "suite", "suite name '../../victim' must be letters"),
+    ("suite with a slash", _with("suite", "a/b"), [], "suite", "suite name 'a/b'"),
+    ("suite not a string", _with("suite", 5), [], "suite", "suite name 5"),
+    ("--set suite", GOOD, ["suite=x;touch X"], "suite", "suite name 'x;touch X'"),
+    ("sampler name with ..", _with("samplers", {"../x": {"method": "ode"}}), [], "samplers", "sampler name '../x'"),
+    ("sampler name with a space", _with("samplers", {"a b": {"method": "ode"}}), [], "samplers", "sampler name 'a b'"),
+    ("sampler name starting with -", _with("samplers", {"-x": {"method": "ode"}}), [], "samplers", "not starting with '-'"),
+    ("curve name with a slash", _with("curves", {"samplers": {"a/b": {}}}), [], "curves.samplers", "curve name 'a/b'"),
+    # bounds
+    ("negative seed", _with("seed", -1), [], "seed", "from 0 to 2147483647 (2**31 - 1), got -1"),
+    ("seed of 2**31", _with("seed", 2 ** 31), [], "seed", "got 2147483648"),
+    ("--set seed of 2**64", GOOD, ["seed=18446744073709551616"], "seed", "from 0 to 2147483647"),
+    ("training seed of 2**31", _with("training.seeds", [0, 2 ** 31]), [], "training.seeds", "from 0 to 2147483647"),
+    ("num_samples above 1,000,000", _with("eval.num_samples", 1_000_001), [], "eval.num_samples",
+     "at most 1,000,000 samples (the papers' FID uses 50,000), got 1000001"),
+    ("curves num_samples above 1,000,000", _with("curves", {"num_samples": 10 ** 9}), [], "curves.num_samples", "at most"),
+    # empty and malformed files: what is missing, and where the YAML breaks
+    ("empty file", "", [], "", "the file is empty (no keys); an experiment needs at least model.name"),
+    ("comments only", "# an experiment\n\n", [], "", "the file is empty"),
+    ("empty mapping", "{}\n", [], "", "see params/README.md"),
+    ("tab indentation", "data:\n\tdataset: digits\n", [], "", "not valid YAML: line 2, column 1: found character '\\t'"),
+    ("unclosed flow mapping", "seed: 1\ntraining: {n_iters: 3\nmodel: {name: mlp}\n", [], "", "not valid YAML: line 3"),
+    ("impossible date", "seed: 1\nnote: 2020-13-45\n", [], "", "line 2, column 7: cannot read '2020-13-45': month"),
+    ("python tag", "seed: !!python/object/apply:os.system [ls]\n", [], "", "not valid YAML: line 1"),
+    ("non-string key", "1: 2\n", [], "1", "a top-level key must be a group or key name"),
 ]
 
 
@@ -99,3 +126,50 @@ def test_help_lists_stages(capsys):
     out = capsys.readouterr().out
     for stage in ("download", "prepare", "train", "sample", "evaluate", "likelihood", "report", "describe", "import"):
         assert stage in out
+
+
+@pytest.mark.parametrize("stem", ["a;touch X", "a b", "-x", "a.b"])
+def test_params_file_stem_is_a_name(tmp_path, capsys, stem):
+    """The stem names the experiment (runs/<suite>/<stem>, DAG stage names, dvc.yaml commands)."""
+    f = tmp_path / f"{stem}.yaml"
+    f.write_text(yaml.safe_dump(GOOD))
+    out_root = tmp_path / "root"
+    out_root.mkdir()
+    assert main(["train", "--params", str(f), "--root", str(out_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {f}: experiment name {stem!r} must be letters, digits, '_' or '-', not starting with '-' "
+                   "([A-Za-z0-9_][A-Za-z0-9_-]*): the file's stem names the experiment (its run folder and DAG stages); "
+                   "rename the file"), err
+    assert list(out_root.iterdir()) == [] and not (tmp_path / "X").exists()
+
+
+def test_bounds_accept_their_limits_and_the_presets():
+    _, p = load_params(ROOT / "params" / "smoke.yaml", [f"seed={2 ** 31 - 1}", "eval.num_samples=1000000",
+                                                          f"training.seeds=[0,{2 ** 31 - 1}]"])
+    assert p.seed == 2 ** 31 - 1 and p.eval.num_samples == 1_000_000
+    for f in sorted((ROOT / "params").rglob("*.yaml")):  # CIFAR-10 presets: 50,000 samples
+        assert load_params(f)[1].eval.num_samples <= 50_000
+
+
+def test_not_utf8(tmp_path, capsys):
+    f = tmp_path / "bin.yaml"
+    f.write_bytes(b"seed: 1\n\xff\xfe\n")
+    assert main(["describe", "--params", str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {f}: not UTF-8 text (byte 8); a params file is YAML"
+
+
+def test_read_params_yaml(tmp_path):
+    """The one reader of params files (load_params and pipeline.dag's discovery)."""
+    f = tmp_path / "x.yaml"
+    f.write_text("suite: fm\nseed: 3\n")
+    assert read_params_yaml(f) == {"suite": "fm", "seed": 3}
+    f.write_text("# nothing yet\n")
+    assert read_params_yaml(f) == {}
+    for text, message in [("a: [1,\n", f"{f}: not valid YAML: line 2, column 1: "),
+                          ("- 1\n", f"{f}: expected a YAML mapping of groups (data, model, training, ...), got a list"),
+                          ("suite: ../../victim\n", f"{f}: suite: suite name '../../victim' must be letters")]:
+        f.write_text(text)
+        with pytest.raises(ParamsError) as e:
+            read_params_yaml(f)
+        assert str(e.value).startswith(message), str(e.value)
+        assert "\n" not in str(e.value)

@@ -14,6 +14,54 @@ from pipeline.models.registry import build
 
 FORMAT = "pipeline-ckpt-v1"
 LEGACY_PICKLES = 5  # torch.save before PyTorch 1.6: magic number, protocol, sys info, the object, storage keys; raw data
+# The most bytes of pickle the pre-check reads: a checkpoint's pickle holds its object structure only (each tensor is a
+# ~120-byte reference to a storage kept in another zip member, or after the legacy pickles), so NCSN++ deep's
+# model + EMA (1,926 tensors), the largest preset, is a 225 KB data.pkl; 16 MiB is ~70x that, ~140,000 tensors. A
+# larger declared size (a deflate bomb) is refused unread, and no length field of a crafted pickle reads past it: the
+# pre-check holds at most 16 MiB + one 1 MiB block, and walks at most 16 MiB of opcodes (~6 s of pickletools for a
+# file of 1-byte opcodes, the slowest case; 64 MiB would allow ~25 s).
+MAX_PICKLE_BYTES = 16 << 20
+
+
+class _Bounded:
+    """The next `limit` bytes of a binary stream as pickletools.genops reads them, fetched in blocks: a read asking for
+    more than the bound or the stream holds (a pickle opcode declaring a 4 GB string) returns nothing, never allocating
+    or reading it, and genops reports the pickle as ending early. Memory: at most `limit` + one block."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, f, limit: int):
+        self.f, self.left = f, limit  # left: bytes not yet taken from f
+        self.data, self.pos = b"", 0  # the fetched bytes not yet read start at pos
+
+    def _fill(self, n: int) -> bool:
+        """Whether n bytes past pos are fetched, fetching blocks (never more than `left` in all) as needed."""
+        have = len(self.data) - self.pos
+        if have >= n:
+            return True
+        if n - have > self.left:
+            return False
+        parts = [self.data[self.pos:]]
+        while have < n and self.left:
+            block = self.f.read(min(self.left, max(self.BLOCK, n - have)))
+            self.left = self.left - len(block) if block else 0
+            parts.append(block)
+            have += len(block)
+        self.data, self.pos = b"".join(parts), 0
+        return have >= n
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or not self._fill(n):
+            return b""  # data ending early
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def readline(self, limit: int = -1) -> bytes:  # text arguments (GLOBAL's module and name, INT, FLOAT)
+        while (end := self.data.find(b"\n", self.pos)) < 0 and self.left and self._fill(len(self.data) - self.pos + 1):
+            pass
+        end = len(self.data) if end < 0 else end + 1
+        line, self.pos = self.data[self.pos:end], end
+        return line
 
 
 class CheckpointError(Exception):
@@ -50,7 +98,8 @@ def torch_file_problem(path: str | Path) -> str | None:
     magic number followed by raw tensor data (the legacy format of older checkpoints, NCSN's among them). Checking
     that the container is whole and its pickles well-formed separates empty, truncated or foreign files from
     checkpoints that torch.load's weights-only mode refuses for the Python objects in them: its error is the same
-    for both."""
+    for both. At most MAX_PICKLE_BYTES of pickle are read (streamed, never the whole member at once)."""
+    too_big = f"its pickle is larger than the {MAX_PICKLE_BYTES >> 20} MiB any checkpoint's object structure needs: corrupt?"
     with open(path, "rb") as f:
         if not f.read(1):
             return "the file is empty"
@@ -58,16 +107,25 @@ def torch_file_problem(path: str | Path) -> str | None:
         if zipfile.is_zipfile(f):
             try:
                 with zipfile.ZipFile(f) as z:
-                    pkl = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+                    pkl = [i for i in z.infolist() if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
                     if not pkl:
                         return "a zip archive, but not one that torch.save wrote"
-                    return None if _pickles_complete(io.BytesIO(z.read(pkl[0])), 1) else "truncated or corrupt?"
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+                    info = pkl[0]
+                    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                        return "a zip archive, but not one that torch.save wrote (encrypted or compressed data.pkl)"
+                    if info.file_size > MAX_PICKLE_BYTES:
+                        return too_big
+                    with z.open(info) as member:  # ZipExtFile: inflates what is read, at most info.file_size bytes
+                        stream = _Bounded(member, info.file_size)
+                        return None if _pickles_complete(stream, 1) else "truncated or corrupt?"
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
                 return "truncated or corrupt?"
         f.seek(0)
         if _is_legacy(f):
             f.seek(0)
-            return None if _pickles_complete(f, LEGACY_PICKLES) else "truncated or corrupt?"
+            if _pickles_complete(_Bounded(f, MAX_PICKLE_BYTES), LEGACY_PICKLES):
+                return None
+            return "truncated or corrupt?"
     return "truncated or corrupt?"
 
 

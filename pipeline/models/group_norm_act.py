@@ -86,6 +86,18 @@ class _GroupNormAct(torch.autograd.Function):
         return dx, dw, db, None, None, None
 
 
+CALLS = {"fused": 0, "torch": 0}  # group_norm_act calls by path since the process started (results differ at rounding)
+
+
+def backend() -> str:
+    """Which GroupNorm + SiLU ran in this process, for a stage's outputs: "fused kernel", "torch modules", "both
+    (fused N, torch M calls)" or "none" (no GroupNorm call)."""
+    fused, plain = CALLS["fused"], CALLS["torch"]
+    if fused and plain:
+        return f"both (fused {fused}, torch {plain} calls)"
+    return "fused kernel" if fused else "torch modules" if plain else "none"
+
+
 def fusable(x: torch.Tensor, norm: nn.GroupNorm) -> bool:
     """Whether the kernel handles this call (module docstring); building it on first need."""
     return (_enabled and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
@@ -99,7 +111,10 @@ def group_norm_act(x: torch.Tensor, norm: nn.GroupNorm, act: nn.Module | None = 
     modules themselves."""
     silu = isinstance(act, nn.SiLU)
     if (act is None or silu) and fusable(x, norm):
+        CALLS["fused"] += 1
         return _GroupNormAct.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps, silu)
+    if not torch.compiler.is_compiling():  # a traced call is counted by what the compiled graph runs: not here
+        CALLS["torch"] += 1
     h = norm(x)
     return h if act is None else act(h)
 

@@ -76,7 +76,7 @@ def run(args) -> int:
                    "n_iters": c.n_iters, "batch_size": c.batch_size, "seconds": round(seconds, 2),
                    "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
                    "chance_loss": float(np.log(num_classes)), "test_images": len(xt),
-                   "test_accuracy": {f"{t:g}": a for t, a in acc.items()}, "mlflow_run_id": tracker.run_id}
+                   "test_accuracy": {f"{t:g}": a for t, a in acc.items()}, **tracker.record()}
         atomic.write_json(tmp / "metrics.json", metrics)
         tracker.log_metrics({"seconds": metrics["seconds"], "loss_last": metrics["loss_last"],
                              **{f"test_accuracy_t{t:g}": a for t, a in acc.items()}})

@@ -1,12 +1,14 @@
 """What every stage shares: its command-line arguments, loading the experiment, resolving its paths, input checks."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import outputs
-from pipeline.config import DATASETS, Params, ParamsError, load_params
+from pipeline.config import DATASETS, SEED_LIMIT, Params, ParamsError, load_params
 from pipeline.errors import StageError
+from pipeline.names import name_problem
 
 
 def add_common_arguments(p, params_required: bool = True) -> None:
@@ -31,15 +33,43 @@ class Context:
         return self.params.suite
 
     def path(self, key: str, sampler: str | None = None) -> Path:
-        return self.root / outputs.paths(self.suite, self.experiment, self.params.data.dataset, sampler)[key]
+        return inside_root(self.root, outputs.paths(self.suite, self.experiment, self.params.data.dataset, sampler)[key])
+
+
+def inside_root(root: Path, rel: str) -> Path:
+    """root / rel, or a StageError when that path leaves the root (a name with '..' or '/' in it).
+
+    Checked on the normalised path, without following links: a runs/ or data/ folder that the operator made a link to
+    another disk stays usable; what a name can add, '..' and '/', cannot leave the root."""
+    root = Path(root)
+    path = root / rel
+    if not Path(os.path.normpath(os.path.abspath(path))).is_relative_to(os.path.normpath(os.path.abspath(root))):
+        raise StageError(f"{path}: outside the root {root}; names must be letters, digits, '_' or '-'")
+    return path
+
+
+def check_name_arg(option: str, kind: str, value: str | None) -> None:
+    """A name given on the command line (--suite, --dataset, --sampler) matches names.NAME_PATTERN."""
+    problem = None if value is None else name_problem(kind, value)
+    if problem:
+        raise StageError(f"{option}: {problem}")
+
+
+def check_name_args(args) -> None:
+    """Every name option of a parsed command line (--suite, once or repeated, --dataset, --sampler): cli.main checks
+    them before a stage starts."""
+    for kind in ("suite", "dataset", "sampler"):
+        value = getattr(args, kind, None)
+        for v in value if isinstance(value, list) else [value]:
+            check_name_arg(f"--{kind}", kind, v)
 
 
 def load_context(args) -> Context:
     name, params = load_params(args.params, args.set)
     seed = getattr(args, "training_seed", None)
     if seed is not None:
-        if seed < 0:
-            raise ParamsError(args.params, "--training-seed", f"must be a non-negative integer, got {seed}")
+        if not 0 <= seed < SEED_LIMIT:
+            raise ParamsError(args.params, "--training-seed", f"must be an integer from 0 to {SEED_LIMIT - 1}, got {seed}")
         name, params = outputs.replica_name(name, seed), params.model_copy(update={"seed": seed})
     return Context(Path(args.root), name, args.params, params)
 
@@ -47,6 +77,7 @@ def load_context(args) -> Context:
 def dataset_arg(args) -> str:
     """Data stages take `--dataset NAME` (shared by experiments) or the dataset of `--params`."""
     if getattr(args, "dataset", None):
+        check_name_arg("--dataset", "dataset", args.dataset)
         if args.dataset not in DATASETS:
             raise ParamsError("--dataset", args.dataset, f"unknown dataset; expected one of {list(DATASETS)}")
         return args.dataset

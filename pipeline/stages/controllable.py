@@ -201,7 +201,7 @@ def run(args) -> int:
                 f"{info['num_images']} images, NFE {info['nfe']}, {info['seconds']:.1f}s" if rows is not None
                 else info["status"]))
         atomic.write_json(tmp / "info.json", {"experiment": ctx.experiment, "tasks": infos,
-                                              "mlflow_run_id": tracker.run_id})
+                                              **tracker.record()})
         tracker.log_metrics({f"{t}.{k}": v for t, i in infos.items() for k, v in i.items()
                              if k in ("nfe", "seconds", "mse_known", "mse_unknown", "mse_gray", "mse_color",
                                       "evaluator_accuracy")})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline import atomic, dag
 from pipeline.errors import StageError
+from pipeline.stages.common import check_name_arg, inside_root
 
 
 def add_arguments(p, name: str) -> None:
@@ -16,13 +17,17 @@ def add_arguments(p, name: str) -> None:
 
 def run(args) -> int:
     root: Path = args.root
-    stale = []
+    for suite in args.suite or []:
+        check_name_arg("--suite", "suite", suite)
+    rendered = []  # every suite's text first: a bad params file in any suite writes nothing
     for suite in args.suite or dag.suites(root):
+        target = inside_root(root, dag.dvc_yaml_path(suite))
         try:
-            text = dag.render_dvc_yaml(root, suite)
+            rendered.append((target, dag.render_dvc_yaml(root, suite)))
         except ValueError as e:
             raise StageError(str(e)) from None
-        target = root / dag.dvc_yaml_path(suite)
+    stale = []
+    for target, text in rendered:
         if target.exists() and target.read_text() == text:
             continue
         if args.check:

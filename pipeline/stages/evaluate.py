@@ -216,7 +216,7 @@ def run(args) -> int:
             return 0
         if samples.dtype != np.uint8:
             metrics["points"] = point_metrics(ctx, samples)
-        metrics.update(seconds=round(time.perf_counter() - t0, 2), mlflow_run_id=tracker.run_id)
+        metrics.update(seconds=round(time.perf_counter() - t0, 2), **tracker.record())
         flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception", "points")
                 for k, v in metrics.get(net, {}).items() if isinstance(v, dict) for s in ("mean", "std")
                 if v.get(s) is not None}

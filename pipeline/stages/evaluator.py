@@ -52,7 +52,7 @@ def run(args) -> int:
             atomic.save_npz(tmp / "ref_stats.npz", mu=mu, sigma=sigma, subset=subset)
             metrics["feature_dim"] = int(feats.shape[1])
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
-        metrics["mlflow_run_id"] = tracker.run_id
+        metrics.update(tracker.record())
         atomic.write_json(tmp / "metrics.json", metrics)
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
     print(f"evaluator {ds}: {metrics}")

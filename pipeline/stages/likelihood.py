@@ -64,7 +64,7 @@ def run(args) -> int:
         metrics = {key: {"mean": mean, "stderr": se if np.isfinite(se) else None, "n_images": int(len(x)),
                          "num_repeats": p.eval.bpd_num_repeats, "per_pass": pass_means.tolist()},
                    "nfe": float(np.mean(nfes)), "estimator": p.eval.bpd_estimator,
-                   "seconds": round(time.perf_counter() - t0, 2), "mlflow_run_id": tracker.run_id}
+                   "seconds": round(time.perf_counter() - t0, 2), **tracker.record()}
         tracker.log_metrics({f"{key}.mean": mean, "nfe": metrics["nfe"]})
         atomic.write_json(ctx.path("likelihood"), metrics)
     print(f"likelihood {ctx.experiment}: {key} {mean:.4f} ± {se:.4f} (NFE {metrics['nfe']:.0f})")

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline import atomic, browser, data, figures, grids, outputs, report, report_html, report_summary, report_tables, tracking
 from pipeline.errors import StageError
 from pipeline.report_curves import curve_figures
-from pipeline.stages.common import add_common_arguments
+from pipeline.stages.common import add_common_arguments, check_name_arg, inside_root
 
 WIDTHS = (1280, 800)
 PREVIEW = (1280, 1800)
@@ -161,10 +161,11 @@ def check_text(checks: list[dict]) -> str:
     return "Browser check: " + "; ".join(parts) + "."
 
 
-def build(root: Path, suite: str, out: Path, use_browser: bool = True) -> dict:
-    """Write the report into the (empty) folder `out`; returns what it holds (tables, figures, browser checks)."""
+def build(root: Path, suite: str, out: Path, use_browser: bool = True, exps: list[dict] | None = None) -> dict:
+    """Write the report into the (empty) folder `out`; returns what it holds (tables, figures, browser checks).
+    exps: the suite's records (report.collect_experiments), read here when None."""
     root = Path(root)
-    exps = report.collect_experiments(root, suite)
+    exps = report.collect_experiments(root, suite) if exps is None else exps
     datasets = report.collect_datasets(root, exps)
     tables = report_tables.tables(exps)
     summary = report_summary.summary(exps, datasets)
@@ -190,9 +191,14 @@ def build(root: Path, suite: str, out: Path, use_browser: bool = True) -> dict:
 
 def run(args) -> int:
     root, suite = args.root, args.suite
-    out = root / outputs.paths(suite, "", "")["report"]
+    check_name_arg("--suite", "suite", suite)
+    out = inside_root(root, outputs.paths(suite, "", "")["report"])
+    exps = report.collect_experiments(root, suite)  # every params file is read (and checked) before anything is written
+    if not exps:
+        raise StageError(f"--suite {suite}: no experiments (no params/**/*.yaml under {root} with `suite: {suite}`); "
+                         "pass the `suite:` of a params file")
     with tracking.stage_run(root, suite, f"report-{suite}", "report") as tracker, atomic.atomic_dir(out) as tmp:
-        built = build(root, suite, tmp)
+        built = build(root, suite, tmp, exps=exps)
         tracker.log_artifacts(tmp, "report")
     bad = [c for c in built["checks"] if "error" in c or c["scroll_width"] > c["inner_width"] or c["console_errors"]
            or c["images_loaded"] < c["images"]]

@@ -87,7 +87,7 @@ def run(args) -> int:
                     "mixed_precision": "no",  # the samplers integrate in float32 (no autocast)
                     "train_mixed_precision": p.training.mixed_precision,
                     "hardware": hardware.describe(state.num_processes),
-                    "mlflow_run_id": tracker.run_id}
+                    **tracker.record()}
             atomic.write_json(tmp / "info.json", info)
         tracker.log_metrics({"nfe": info["nfe"], "seconds": seconds})
         tracker.log_artifact(folder / "grid.png")

@@ -13,8 +13,10 @@ import shutil
 
 import torch
 
-from pipeline import atomic, checkpoint, data, hardware, launch, tracking
+from pipeline import atomic, checkpoint, data, hardware, launch, provenance, tracking
+from pipeline.code_deps import stage_code
 from pipeline.models import check_params
+from pipeline.models.group_norm_act import backend
 from pipeline.stages.common import add_common_arguments, load_context
 from pipeline.train import KEPT_WEIGHTS, train
 
@@ -30,6 +32,34 @@ def load_training_data(ctx):
         x = x[: ctx.params.data.max_train]
     xt, _ = data.load_split(ctx.root, ctx.params.data.dataset, "test")
     return torch.from_numpy(x), torch.from_numpy(xt)
+
+
+# Keys that may change between a snapshot and its resume: they change what is logged or kept, or when training stops,
+# never what a step computes. Every other key of the groups train tracks (seed, data, model, training, optim), the
+# train stage's code and the prepared data are the snapshot's fingerprint; a snapshot with another one is set aside.
+RESUME_SAFE = {
+    "training.n_iters": "step n draws its batch and noise from (seed, n) and no schedule reads n_iters (the warm-up "
+                        "is a step count, the EMA rate a constant): a longer run continues the same steps",
+    "training.log_freq": "what is logged", "training.eval_freq": "when the EMA evaluation loss is logged",
+    "training.snapshot_freq": "when snapshots are written", "training.snapshot_keep": "how many are kept",
+    "training.snapshot_sampling": "MLflow grids only", "training.seeds": "read by the DAG only",
+}
+
+
+def resume_fingerprint(ctx) -> str:
+    """The digest of what makes a training step: the train stage's code, the prepared data and the resolved params
+    of the groups train tracks, minus RESUME_SAFE (pipeline.provenance)."""
+    dumped = ctx.params.model_dump(mode="json")
+    values = provenance.tracked_values(dumped, ["seed", "data", "model", "training", "optim"])
+    for key in RESUME_SAFE:
+        group, name = key.split(".")
+        values[group] = {k: v for k, v in values[group].items() if k != name}
+    deps = [outputs_rel(ctx, "prepared"), *stage_code("train")]
+    return provenance.fingerprint(ctx.root, "train", deps, {"resolved": values})["fingerprint"]
+
+
+def outputs_rel(ctx, key: str) -> str:
+    return ctx.path(key).relative_to(ctx.root).as_posix()
 
 
 def loss_csv(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float]]) -> str:
@@ -77,9 +107,10 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
             from pipeline.snapshot_grid import snapshot_grid_logger
 
             grid_cb = snapshot_grid_logger(p, tracker)
+        fingerprint = resume_fingerprint(ctx)
         model, ema, res = train(p, train_x, test_x, ctx.path("snapshots"), tracker=tracker, accelerator=accelerator,
                                 progress=not args.no_progress, on_snapshot=grid_cb, on_step=on_step,
-                                on_snapshot_write=on_snapshot_write)
+                                on_snapshot_write=on_snapshot_write, fingerprint=fingerprint)
         if not main:
             return 0
         out_dir = ctx.path("train")
@@ -95,12 +126,13 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         metrics = {"step": res.step, "final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
                    "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 2),
                    "resumed_from": res.resumed_from, "hardware": hardware.describe(accelerator.num_processes),
-                   "mixed_precision": accelerator.mixed_precision,
-                   "mlflow_run_id": tracker.run_id if tracker else None}
+                   "mixed_precision": accelerator.mixed_precision, "group_norm_act": backend(),
+                   "snapshot_fingerprint": fingerprint, **tracker.record()}
         atomic.write_json(ctx.path("train_metrics"), metrics)
         atomic.write_text(ctx.path("loss_curve"), loss_csv(res.losses, res.eval_losses))
         if tracker is not None:
             tracker.log_metrics({"final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss})
+            tracker.set_tags({"group_norm_act": metrics["group_norm_act"], "snapshot_fingerprint": fingerprint})
             tracker.log_artifact(ctx.path("loss_curve"))
         print(f"trained {ctx.experiment}: {res.step} steps, final loss {res.final_loss:.4f}, "
               f"EMA eval loss {res.ema_eval_loss:.4f}, {res.images_per_s:.0f} images/s")

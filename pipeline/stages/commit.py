@@ -1,0 +1,87 @@
+"""`stale` and `commit`: DVC and the outputs' provenance stamps decide what is stale; Snakemake executes; only
+outputs made by the current inputs reach dvc.lock.
+
+    python -m pipeline stale [--suite S]    # the outputs of every stale stage, for `snakemake --forcerun`
+    python -m pipeline commit [--suite S]   # `dvc commit` the stages whose stamp equals their inputs' fingerprint
+
+A stage is stale when `dvc status` names it (a dep, param or out differs from dvc.lock) or when an output's stamp
+(`pipeline.provenance`) differs from the fingerprint of its inputs as they are now: Snakemake decides by file
+times, which miss an edit made while a stage ran and outputs restored from elsewhere. `commit` refuses, by name and
+with exit status 1, every stage whose outputs were not made by its current code, params and data.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline import dag, provenance
+from pipeline.errors import StageError
+from pipeline.stages.common import check_name_arg
+
+
+def add_arguments(p, name: str) -> None:
+    p.add_argument("--suite", default="default", help="suite name (the `suite:` key of the params files)")
+    p.add_argument("--root", default=None)
+    if name == "stale":
+        p.add_argument("--names", action="store_true", help="print stage names instead of their outputs")
+
+
+def verdicts(root: Path, suite: str) -> list[tuple[dag.Stage, str | None]]:
+    """(stage, why its outputs are not the current inputs' or None) for every stage of the suite."""
+    stages = dag.suite_stages(root, suite)
+    raws = {e.path: e.raw for e in dag.experiments(root, suite)}
+    out = []
+    for s in stages:
+        current = provenance.fingerprint(root, s.cmd, s.deps, dag.tracked_params(s, raws))
+        why = None
+        for o in provenance.stamped_outs(s.outs + s.metrics + s.uncached):
+            if not (root / o).exists():
+                why = f"{o} missing"
+            else:
+                moved = provenance.differs(provenance.read_stamp(root, o), current)
+                why = f"{o}: {moved}" if moved else None
+            if why:
+                break
+        out.append((s, why))
+    return out
+
+
+def dvc_changed(root: Path, suite: str) -> set[str]:
+    """The stages `dvc status` names as changed (deps, params or outs differ from dvc.lock)."""
+    r = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", dag.dvc_yaml_path(suite)], cwd=root,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise StageError(f"{dag.dvc_yaml_path(suite)}: `dvc status` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return {name.rsplit(":", 1)[-1] for name in json.loads(r.stdout or "{}")}
+
+
+def run(args) -> int:
+    check_name_arg("--suite", "suite", args.suite)
+    root, suite = Path(args.root), args.suite
+    marks = verdicts(root, suite)
+    if args.stage == "stale":
+        changed = dvc_changed(root, suite)
+        stale = [s for s, why in marks if why or s.name in changed]
+        if args.names:
+            print(" ".join(s.name for s in stale))
+        else:  # Snakemake's targets: every output it knows (training snapshots are not declared to it)
+            print(" ".join(o for s in stale for o in s.all_outs() if o not in s.persist))
+        return 0
+    written = root / dag.dvc_yaml_path(suite)
+    if not written.is_file() or written.read_text() != dag.render_dvc_yaml(root, suite):  # DVC would hash other deps
+        raise StageError(f"{written}: out of date with params/ and the code's imports; run `python -m pipeline dag` "
+                         "(then rerun what it makes stale) before committing")
+    good = [s.name for s, why in marks if why is None]
+    refused = [(s.name, why) for s, why in marks if why]
+    prefix = "" if suite == "default" else f"{dag.dvc_yaml_path(suite)}:"
+    if good:
+        r = subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *[prefix + n for n in good]], cwd=root,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise StageError(f"{dag.dvc_yaml_path(suite)}: `dvc commit` failed: {(r.stderr or r.stdout).strip()[-500:]}")
+    print(f"committed {len(good)} of {len(marks)} stages of {dag.dvc_yaml_path(suite)} to dvc.lock")
+    for name, why in refused:
+        print(f"error: {name}: not committed: {why}", file=sys.stderr)
+    return 1 if refused else 0
