@@ -5,7 +5,7 @@
     snakemake -c 2 --until train                     # partial reruns; --forcerun sample; or name target files
     snakemake --profile profiles/slurm --config suite=cifar10   # fan out over a SLURM cluster
 
-Both front ends read the DAG from `pipeline.dag`, so they cannot drift (tests/test_dag.py compares them). Each rule
+Both front ends read the DAG from `pipeline.workflow.dag`, so they cannot drift (tests/test_dag.py compares them). Each rule
 declares its stage's tracked params in `params:` so Snakemake's params trigger fires exactly when DVC's would.
 `snakemake --report report.html` (after a run, or after `--touch`) collects sample grids, metrics, loss curves and the
 suite's report pages into one file (the `report(...)` markers below). Every rule declares `resources: gpu=0|1`.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import dag
+from pipeline.workflow import dag
 from pipeline.config import ParamsError
 from pipeline.names import NAME_PATTERN
 

@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import torch
 
-from pipeline import models
 from pipeline.config import Params
+from pipeline.models import zoo as models
 
 SMALL = dict(nf=32, ch_mult=[1, 2, 2], num_res_blocks=2, attn_resolutions=[16], dropout=0.1, resamp_with_conv=True,
              conditional=True, nonlinearity="swish", normalization="GroupNorm", sigma_min=0.01, sigma_max=50.0,

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pipeline import models, rng, sampling
 from pipeline.config import load_params
-from pipeline.losses import get_score_fn
-from pipeline.mixtures import GaussianMixture
-from pipeline.sampling import ode_sample, pc_sample
-from pipeline.sde import VESDE, VPSDE, subVPSDE
+from pipeline.core import rng
+from pipeline.core.losses import get_score_fn
+from pipeline.core.mixtures import GaussianMixture
+from pipeline.core.sde import VESDE, VPSDE, subVPSDE
+from pipeline.models import zoo as models
+from pipeline.samplers import sampling
+from pipeline.samplers.sampling import ode_sample, pc_sample
 
 
 class SmallConvScoreNet(nn.Module):

@@ -48,12 +48,12 @@ import torch
 from bench_models import ARCHS, labels_for
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline import models
-from pipeline.allocator import retain_freed_memory
 from pipeline.config import Params, load_params
-from pipeline.models import group_norm_act as gna
 from pipeline.models import layers as L
-from pipeline.models.dropout import Dropout
+from pipeline.models import zoo as models
+from pipeline.speed import group_norm_act as gna
+from pipeline.speed.allocator import retain_freed_memory
+from pipeline.speed.dropout import Dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = ROOT / "params" / "fmnist" / "ncsnpp_cont.yaml"
@@ -91,7 +91,7 @@ def build(arch: str, batch: int, seed: int = 0):
 
 
 def train_step(net, x, labels):
-    """One train step of the pipeline's optimizer (foreach Adam, as pipeline/train.py) on a stand-in loss."""
+    """One train step of the pipeline's optimizer (foreach Adam, as pipeline/training/loop.py) on a stand-in loss."""
     opt = torch.optim.Adam(net.parameters(), lr=2e-4, foreach=True)
 
     def step():

@@ -13,10 +13,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline import models
 from pipeline.config import load_params
-from pipeline.experiment import make_sde
-from pipeline.losses import get_loss_fn
+from pipeline.core.experiment import make_sde
+from pipeline.core.losses import get_loss_fn
+from pipeline.models import zoo as models
 
 # Dense peak TFLOP/s for bf16 (tensor cores) of common accelerators.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "V100": 125.0, "L40S": 362.0, "A10": 125.0}

@@ -34,11 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import compiled, models, sampling  # noqa: E402
+from pipeline import sampling  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.experiment import make_sde, sample_shape  # noqa: E402
-from pipeline.losses import get_loss_fn  # noqa: E402
-from pipeline.rng import generator  # noqa: E402
+from pipeline.core.experiment import make_sde, sample_shape  # noqa: E402
+from pipeline.core.losses import get_loss_fn  # noqa: E402
+from pipeline.core.rng import generator  # noqa: E402
+from pipeline.models import zoo as models  # noqa: E402
+from pipeline.speed import compiled  # noqa: E402
 
 TRAIN_PRESET, ALD_PRESET = "params/cifar10/ncsnpp_cont.yaml", "params/cifar10/ncsn.yaml"
 TINY = {TRAIN_PRESET: ["model.nf=16", "model.ch_mult=[1,2]", "model.num_res_blocks=1", "model.attn_resolutions=[4]",

@@ -11,11 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.allocator import retain_freed_memory
-from pipeline.commands import COMMANDS, stage_module
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
+from pipeline.speed.allocator import retain_freed_memory
 from pipeline.stages.common import check_name_args
+from pipeline.workflow.commands import COMMANDS, stage_module
 
 
 def find_root() -> Path:
@@ -40,9 +40,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def begin(args):
-    """(stage, params mappings, fingerprint record) of the DAG stage this command runs, computed before it runs (`pipeline.provenance`);
-    None for commands outside the DAG."""
-    from pipeline import dag, provenance
+    """(stage, params mappings, fingerprint record) of the DAG stage this command runs, computed before it runs
+    (`pipeline.io.provenance`); None for commands outside the DAG."""
+    from pipeline.io import provenance
+    from pipeline.workflow import dag
 
     try:
         found = dag.stage_of(args.root, args.stage, getattr(args, "params", None), getattr(args, "set", None),
@@ -54,7 +55,7 @@ def begin(args):
         return None
     stage, raws = found
     record = {"stage": stage.name, **provenance.fingerprint(args.root, stage.cmd, stage.deps, dag.tracked_params(stage, raws))}
-    os.environ[provenance.ENV] = json.dumps(record)  # for the stage's MLflow tags (pipeline.tracking) and its ranks
+    os.environ[provenance.ENV] = json.dumps(record)  # for the stage's MLflow tags (pipeline.io.tracking) and its ranks
     return stage, raws, record
 
 
@@ -63,7 +64,8 @@ def end(args, begun) -> int:
     changed while it ran (the outputs then say what made them, and `python -m pipeline commit` refuses them)."""
     if begun is None or os.environ.get("RANK", "0") != "0":  # Accelerate's other ranks: rank 0 stamps
         return 0
-    from pipeline import dag, provenance
+    from pipeline.io import provenance
+    from pipeline.workflow import dag
 
     stage, raws, record = begun
     provenance.stamp(args.root, provenance.stamped_outs(stage.outs + stage.metrics + stage.uncached), record)
@@ -82,7 +84,7 @@ def end(args, begun) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    retain_freed_memory()  # every stage reuses its freed activation memory (pipeline/allocator.py)
+    retain_freed_memory()  # every stage reuses its freed activation memory (pipeline/speed/allocator.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")  # a typo or --help: no stage module

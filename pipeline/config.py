@@ -2,7 +2,7 @@
 
 Group and key names follow score_sde_pytorch's `configs/` (data.*, model.*, training.*, sampling.*, eval.*, optim.*).
 Name lists come from `pipeline.names`, which the registries implement. The check that needs the model registry (a
-known model name that builds) is `pipeline.models.check_params`, run by the DAG generator and the train stage.
+known model name that builds) is `pipeline.models.zoo.check_params`, run by the DAG generator and the train stage.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pipeline.names import (
     name_problem,
 )
 
-# `seed` and `training.seeds`: non-negative and below 2**31. The seeding scheme (pipeline/rng.py) hashes the seed's
+# `seed` and `training.seeds`: non-negative and below 2**31. The seeding scheme (pipeline/core/rng.py) hashes the seed's
 # text, so any integer works there; torch.manual_seed (weight initialisation) takes < 2**64. 2**31 keeps a seed exact
 # in JSON, MLflow and any signed 32-bit seed API (NumPy's legacy seed, JAX's PRNGKey of the reference code).
 SEED_LIMIT = 2 ** 31
@@ -134,7 +134,7 @@ class TrainingConfig(_Block):
     snapshot_keep: int = Field(2, ge=1)
     log_freq: int = Field(50, ge=1)
     eval_freq: int = Field(100, ge=1)
-    # The one precision switch (pipeline/launch.py): bf16 autocast on CPU and GPU, fp16 on GPU only; accelerate/*.yaml
+    # The one precision switch (pipeline/training/launch.py): bf16 autocast on CPU and GPU, fp16 on GPU only; accelerate/*.yaml
     # set none, and the stage passes this value to the launcher it starts.
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -146,7 +146,7 @@ class TrainingConfig(_Block):
     num_processes: int = Field(1, ge=1)
     accelerate_config: Optional[str] = None
     ckpt_freq: Optional[int] = Field(None, ge=1)  # keep the evaluation (EMA) weights every N steps: checkpoint curve
-    compile: bool = False  # torch.compile (inductor) the network for the train step; eager fallback (pipeline/compiled.py)
+    compile: bool = False  # torch.compile (inductor) the network for the train step; eager fallback (pipeline/speed/compiled.py)
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -219,7 +219,7 @@ class SamplingConfig(_Block):
     s_tmax: Optional[float] = Field(None, gt=0)  # None: no upper bound
     s_noise: float = Field(1.0, gt=0)
     eta: float = Field(0.0, ge=0)  # ddim: 0 deterministic, 1 ancestral
-    compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/compiled.py)
+    compile: bool = False  # torch.compile (inductor) the network for sampling; eager fallback (pipeline/speed/compiled.py)
     # compile in mode "reduce-overhead": on CUDA each fixed-shape network call replays as one CUDA graph (no per-kernel
     # launch cost); implies compile; on CPU the same as compile
     cuda_graphs: bool = False
@@ -302,7 +302,7 @@ class CheckpointCurveConfig(_Block):
 
 
 class CurvesConfig(_Block):
-    """The `curves` stage: FD against NFE per sampler, and FD against training step (pipeline/curves.py)."""
+    """The `curves` stage: FD against NFE per sampler, and FD against training step (pipeline/metrics/curves.py)."""
 
     num_samples: Samples = Field(100, ge=2)  # samples per seed and point
     num_seeds: int = Field(2, ge=1)
@@ -630,7 +630,7 @@ EMPTY_HINT = ("an experiment needs at least model.name and usually data, trainin
 def read_params_yaml(path: str | Path) -> dict:
     """The mapping a params file holds ({} for an empty file), read with yaml.safe_load; a file that cannot be read,
     is not valid YAML, is not a mapping or whose `suite:` is not a name raises ParamsError naming the file (and the
-    line). The one reader of params files: load_params and the DAG's discovery (pipeline.dag) both use it."""
+    line). The one reader of params files: load_params and the DAG's discovery (pipeline.workflow.dag) both use it."""
     shown = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")

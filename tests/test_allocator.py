@@ -1,4 +1,4 @@
-"""pipeline.allocator: with retain_freed_memory() a large tensor comes from malloc's heap, not from its own mmap."""
+"""pipeline.speed.allocator: with retain_freed_memory() a large tensor comes from malloc's heap, not from its own mmap."""
 from __future__ import annotations
 
 import subprocess
@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from pipeline.allocator import _libc
+from pipeline.speed.allocator import _libc
 
 PROBE = textwrap.dedent("""
     import ctypes, sys
     import torch
-    from pipeline.allocator import _libc, retain_freed_memory
+    from pipeline.speed.allocator import _libc, retain_freed_memory
 
     class MallInfo2(ctypes.Structure):  # <malloc.h> struct mallinfo2: ten size_t fields
         _fields_ = [(n, ctypes.c_size_t) for n in

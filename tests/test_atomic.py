@@ -1,4 +1,4 @@
-"""pipeline.atomic: outputs land with the mode a plain open() / mkdir() gives under the umask (0666 / 0777 & ~umask),
+"""pipeline.io.atomic: outputs land with the mode a plain open() / mkdir() gives under the umask (0666 / 0777 & ~umask),
 not tempfile's private 0600 / 0700, so that they stay readable on a shared cluster file system."""
 import contextlib
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import venv_env
 
-from pipeline import atomic
+from pipeline.io import atomic
 
 CASES = [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o027, 0o640, 0o750)]
 

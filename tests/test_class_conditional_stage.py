@@ -9,10 +9,13 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline import atomic, dag, models
 from pipeline.cli import main
 from pipeline.config import load_params
+from pipeline.io import atomic
 from pipeline.metrics.classifier import evaluator_features, make_classifier, save_evaluator
+from pipeline.models import zoo as models
+from pipeline.models.checkpoint import to_project_checkpoint
+from pipeline.workflow import dag
 
 SIZE, K, PER_CLASS = 8, 3, 2
 
@@ -54,7 +57,7 @@ def _setup(tmp_path, **cc):
     torch.manual_seed(0)
     ckpt = root / "runs" / "cc" / name / "train" / "model.pt"
     ckpt.parent.mkdir(parents=True)
-    torch.save(models.to_project_checkpoint(params, models.build(params).state_dict(), None, 1), ckpt)
+    torch.save(to_project_checkpoint(params, models.build(params).state_dict(), None, 1), ckpt)
     return root, f
 
 
@@ -162,7 +165,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, what):
 def test_report_controllable_table_shows_the_accuracy(tmp_path):
     """The class-conditional column appears only when some experiment asks for it, with the evaluator accuracy, the
     sampler and the noise classifier's test accuracy."""
-    from pipeline.report_tables import controllable_table
+    from pipeline.report.tables import controllable_table
 
     params = load_params(_params(tmp_path))[1]
     info = {"status": "done", "num_classes": 10, "samples_per_class": 8, "guidance_scale": 1.0, "method": "pc",

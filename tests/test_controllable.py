@@ -5,9 +5,9 @@ import math
 import torch
 from conftest import assert_close_f32
 
-from pipeline.controllable import COLOR_DECOUPLING, conditional_score_fn, couple, decouple, pc_colorize, pc_inpaint
-from pipeline.mixtures import GaussianMixture, gaussian_conditional
-from pipeline.sde import VESDE, VPSDE
+from pipeline.core.mixtures import GaussianMixture, gaussian_conditional
+from pipeline.core.sde import VESDE, VPSDE
+from pipeline.samplers.controllable import COLOR_DECOUPLING, conditional_score_fn, couple, decouple, pc_colorize, pc_inpaint
 
 
 def _correlated_gaussian(d, seed):
@@ -80,7 +80,7 @@ def test_class_conditional_sampling_with_the_exact_classifier():
     match its moments; per-row labels work too."""
     mix = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
     sde, n = VPSDE(0.1, 20.0, 500), 1000
-    from pipeline.sampling import pc_sample
+    from pipeline.samplers.sampling import pc_sample
     score = conditional_score_fn(mix.score_fn(sde), mix.classifier_logp_fn(sde), 0)
     x, _ = pc_sample(sde, score, (n, 2), "euler_maruyama", "none", eps=1e-3, generator=torch.Generator().manual_seed(5))
     target = mix.at_time(sde, 1e-3)
@@ -117,7 +117,7 @@ def test_class_guidance_through_a_fast_sampler_gives_the_component_law():
     """The probability-flow ODE of ∇log p_t(x) + ∇log p_t(y | x) (exact mixture posterior as the classifier) carries
     the prior to component y (DPM-Solver++(2M), 40 steps: hits ≥ 0.95, measured 1.0; moments within 4 s.e.); with
     guidance scale 0 it samples the mixture, whose component-0 weight 0.3 the hits match within 4 s.e."""
-    from pipeline.fast_samplers import dpm_solver_sample
+    from pipeline.samplers.fast_samplers import dpm_solver_sample
 
     mix = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
     sde, n = VPSDE(0.1, 20.0, 1000), 2000

@@ -8,9 +8,11 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline import atomic, models
 from pipeline.cli import main
 from pipeline.config import load_params
+from pipeline.io import atomic
+from pipeline.models import zoo as models
+from pipeline.models.checkpoint import to_project_checkpoint
 from pipeline.stages.controllable import NOT_APPLICABLE_GRAY, right_half_mask
 
 N_IMAGES, SIZE, STEPS = 4, 8, 20
@@ -46,7 +48,7 @@ def _checkpoint(root, params_file):
     net = models.build(params)
     f = root / "runs" / params.suite / name / "train" / "model.pt"
     f.parent.mkdir(parents=True)
-    torch.save(models.to_project_checkpoint(params, net.state_dict(), None, 1), f)
+    torch.save(to_project_checkpoint(params, net.state_dict(), None, 1), f)
 
 
 def _setup(tmp_path, dataset="digits", channels=1, tasks=("inpainting",), sde="vpsde"):

@@ -1,4 +1,4 @@
-"""Quality curves (pipeline/curves.py, the curves stage): the NFE -> setting rule against the samplers' measured NFE,
+"""Quality curves (pipeline/metrics/curves.py, the curves stage): the NFE -> setting rule against the samplers' measured NFE,
 the best-checkpoint choice, the weights kept during training, params validation, and the stage end to end on digits
 with FD-vs-NFE and FD-vs-step records the report draws."""
 import json
@@ -9,10 +9,14 @@ import torch
 import yaml
 from conftest import assert_close_f32
 
-from pipeline import curves, data, models, outputs, sampling
 from pipeline.cli import main
 from pipeline.config import ParamsError, SamplingConfig, validate
-from pipeline.rng import generator
+from pipeline.core.rng import generator
+from pipeline.io import data
+from pipeline.metrics import curves
+from pipeline.models import zoo as models
+from pipeline.samplers import sampling
+from pipeline.workflow import outputs
 
 BASE = {"suite": "unit", "seed": 0, "data": {"dataset": "digits", "image_size": 8, "num_channels": 1},
         "model": {"name": "mlp", "hidden": 32, "num_layers": 2, "num_scales": 100, "dropout": 0.0},
@@ -136,7 +140,7 @@ def test_fd_point_seeding_and_exact_zero():
     assert a.shape == (1, 7, 1, 8, 8) and np.array_equal(a[0], b[1]) and not np.array_equal(b[0], b[1])
     assert nfe_a == [4.0] and nfe_b == [4.0, 4.0]
     gens = [generator(p.seed, "sample", 1, i) for i in range(7)]  # the sample stage's generators
-    from pipeline.scaling import to_uint8
+    from pipeline.core.scaling import to_uint8
     assert np.array_equal(b[0], to_uint8(sampling.draw(p, s, net, 7, gens)[0], p.data.centered))
     feats = lambda x: x.reshape(len(x), -1)[:, :6].astype(np.float64)  # noqa: E731
     from pipeline.metrics.distances import feature_stats
@@ -208,7 +212,7 @@ def stage_run(tmp_path_factory):
 
 def test_train_keeps_ema_weights_before_the_last_step(stage_run):
     root, paths = stage_run
-    from pipeline.checkpoint import kept_weights
+    from pipeline.io.checkpoint import kept_weights
     from pipeline.models.checkpoint import read_project_checkpoint
     kept = kept_weights(root / paths["ckpts"])
     assert [s for s, _ in kept] == [10, 20, 30]  # step 40 is model.pt
@@ -243,8 +247,8 @@ def test_stage_records(stage_run):
 
 
 def test_report_parts(stage_run, tmp_path):
-    from pipeline.report import collect_experiments
-    from pipeline.report_curves import checkpoint_block, curve_figures
+    from pipeline.report.curves import checkpoint_block, curve_figures
+    from pipeline.report.results import collect_experiments
 
     root, _ = stage_run
     (root / "params").mkdir(exist_ok=True)
@@ -254,8 +258,8 @@ def test_report_parts(stage_run, tmp_path):
     ck = json.loads((root / outputs.paths("unit", "curvy", "digits")["curve_ckpt"]).read_text())
     assert block.columns[0][1][0].startswith(f"step {ck['best']['checkpoint_step']}: ")
     assert "best over training" in note
-    from pipeline.report_curves import BEST
-    from pipeline.report_tables import table3
+    from pipeline.report.curves import BEST
+    from pipeline.report.tables import table3
     t3 = table3(exps)
     col = t3.columns.index(BEST)
     assert t3.rows[0][col] == block.columns[0][1][0] and "best over training" in t3.note

@@ -6,7 +6,7 @@ import yaml
 from conftest import ROOT
 from e2e_util import copy_repo, run
 
-from pipeline import dag
+from pipeline.workflow import dag
 
 
 def snakemake_jobs(text: str) -> list[dict]:

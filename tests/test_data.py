@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torchvision.datasets as tvd
 
-from pipeline import data
 from pipeline.errors import StageError
+from pipeline.io import data
 
 
 def _idx(path, arr: np.ndarray):

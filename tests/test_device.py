@@ -30,10 +30,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from pipeline import controllable, losses, models, sampling
 from pipeline.config import load_params
-from pipeline.experiment import make_sde, sample_shape, score_function
-from pipeline.likelihood import log_likelihood
+from pipeline.core import losses
+from pipeline.core.experiment import make_sde, sample_shape, score_function
+from pipeline.core.likelihood import log_likelihood
+from pipeline.models import zoo as models
+from pipeline.samplers import controllable, sampling
 
 DEV = torch.device("meta")
 HOST_COPIES = {torch.Tensor.cpu, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__,
@@ -198,7 +200,7 @@ def test_samplers_keep_the_dtype_they_are_given(method, dtype):
 
 def test_snapshot_grid_samples_on_the_model_device(tmp_path):
     """The train stage's MLflow grids sample with the model's device (`snapshot_grid_logger`), NCSN's ALD too."""
-    from pipeline.snapshot_grid import snapshot_grid_logger
+    from pipeline.training.snapshot_grid import snapshot_grid_logger
 
     _, p = load_params("params/cifar10/ncsn.yaml", ["sampling.n_steps_each=1", "model.num_scales=3"])
     logged = []
@@ -311,7 +313,7 @@ class FakeAccelerator:
 def test_train_loop_keeps_everything_on_the_accelerator_device(path, sets, tmp_path):
     """`train.train` with the accelerator's device on the fake GPU: batches, loss noise, EMA and the evaluation loss
     all follow `accelerator.device` (uint8 data stays on the host until the batch is moved)."""
-    from pipeline.train import train
+    from pipeline.training.loop import train
 
     _, p = load_params(path, sets + ["optim.warmup=0"])
     shape = sample_shape(p, 6)

@@ -1,4 +1,4 @@
-"""pipeline.models.dropout: inverted dropout with 16-bit CPU masks, against its exact drop probability p'."""
+"""pipeline.speed.dropout: inverted dropout with 16-bit CPU masks, against its exact drop probability p'."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline.models.dropout import LEVELS, Dropout, keep_mask
+from pipeline.speed.dropout import LEVELS, Dropout, keep_mask
 
 
 def _p_eff(p: float) -> float:

@@ -172,26 +172,26 @@ def edit_code(repo, rel: str, line: str) -> str:
 
 @pytest.mark.timeout(600)
 def test_sampler_code_change_reruns_sampling_not_training(repo):
-    """pipeline/correctors.py is imported by every sampler (and the controllable stage), never by train or
+    """pipeline/samplers/correctors.py is imported by every sampler (and the controllable stage), never by train or
     likelihood: DVC and Snakemake rerun exactly the stages that run it, and what consumes their outputs."""
-    old = edit_code(repo, "pipeline/correctors.py", "# a code change\n")
+    old = edit_code(repo, "pipeline/samplers/correctors.py", "# a code change\n")
     want = {"sample-smoke-pc", "sample-smoke-ode", "evaluate-smoke-pc", "evaluate-smoke-ode", "controllable-smoke",
             "report-smoke"}
     try:
         assert dvc_would_run(repo) == want
         assert snakemake_would_run(repo) == want  # Snakemake: the edited input is newer than those outputs
     finally:
-        (repo / "pipeline/correctors.py").write_text(old)
+        (repo / "pipeline/samplers/correctors.py").write_text(old)
     assert dvc_would_run(repo) == set()
 
 
 @pytest.mark.timeout(600)
 def test_sde_code_change_reruns_train_onwards(repo):
-    old = edit_code(repo, "pipeline/sde.py", "# a code change\n")
+    old = edit_code(repo, "pipeline/core/sde.py", "# a code change\n")
     try:
         assert dvc_would_run(repo) == ALL_DOWNSTREAM_OF_TRAIN
     finally:
-        (repo / "pipeline/sde.py").write_text(old)
+        (repo / "pipeline/core/sde.py").write_text(old)
 
 
 # --- make repro's path: DVC and the provenance stamps decide what is stale, Snakemake executes, commit checks --------
@@ -233,13 +233,13 @@ def test_commit_refuses_a_stage_whose_inputs_changed_while_it_ran(repo):
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline:
         time.sleep(0.05)
-    old = edit_code(repo, "pipeline/sde.py", "# an edit while train runs\n")
+    old = edit_code(repo, "pipeline/core/sde.py", "# an edit while train runs\n")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "train-smoke: its inputs changed while it ran (code)" in out, out[-3000:]
     r = run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo, check=False)
     assert r.returncode == 1 and "error: train-smoke: not committed" in r.stderr
     assert lock.read_text() == before
-    (repo / "pipeline/sde.py").write_text(old)
+    (repo / "pipeline/core/sde.py").write_text(old)
     snakemake_forced(repo, stale(repo))
     run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo)
     assert dvc_would_run(repo) == set()

@@ -11,8 +11,9 @@ import torch
 import yaml
 from test_inception import InceptionStandIn
 
-from pipeline import atomic, data, outputs
 from pipeline.cli import main
+from pipeline.io import atomic, data
+from pipeline.workflow import outputs
 
 PARAMS = {"suite": "unit", "seed": 0, "data": {"dataset": "digits", "image_size": 8, "num_channels": 1},
           "model": {"name": "mlp"}, "eval": {"num_samples": 297, "num_seeds": 2, "batch_size": 100}}

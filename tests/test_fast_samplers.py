@@ -1,4 +1,4 @@
-"""Fast samplers (pipeline/fast_samplers.py) on exact Gaussian-mixture scores: their schedules, their convergence
+"""Fast samplers (pipeline/samplers/fast_samplers.py) on exact Gaussian-mixture scores: their schedules, their convergence
 order, the samples they draw, where their tensors live, and the params that select them.
 
 - Convergence: the final-state error against a DOP853 solution of the probability-flow ODE at rtol = atol = 1e-10
@@ -22,13 +22,15 @@ from conftest import assert_close_f32
 from test_samplers import GAUSS, MIX, N_2D, N_784, SDES, assert_gaussian, gaussian_errors, mixture_errors, mmd_null_bound  # noqa: F401
 from torch.overrides import TorchFunctionMode
 
-from pipeline import models, rng, sampling
 from pipeline.config import ParamsError, load_params
-from pipeline.fast_samplers import Schedule, ddim_sample, dpm_solver_sample, heun_sample, snap_to_levels
-from pipeline.losses import get_score_fn
-from pipeline.report import sampler_label
-from pipeline.sampling import draw, ode_sample
-from pipeline.sde import VESDE, VPSDE
+from pipeline.core import rng
+from pipeline.core.losses import get_score_fn
+from pipeline.core.sde import VESDE, VPSDE
+from pipeline.models import zoo as models
+from pipeline.report.results import sampler_label
+from pipeline.samplers import sampling
+from pipeline.samplers.fast_samplers import Schedule, ddim_sample, dpm_solver_sample, heun_sample, snap_to_levels
+from pipeline.samplers.sampling import draw, ode_sample
 
 F64 = torch.float64
 # name -> (function, settings, order of convergence as an ODE solver or None for the stochastic ones)
@@ -233,7 +235,7 @@ def test_discrete_models_are_queried_on_their_levels():
 # --- device placement ---------------------------------------------------------------------------------------------
 class OnDevice(TorchFunctionMode):
     """Fails on any torch call whose tensor arguments or results are not on `device`, except inside the per-row
-    draws of `pipeline.rng` (made on the generator's device by design, then moved)."""
+    draws of `pipeline.core.rng` (made on the generator's device by design, then moved)."""
 
     def __init__(self, device):
         super().__init__()

@@ -1,4 +1,4 @@
-"""pipeline.models.group_norm_act: the fused GroupNorm (+ SiLU) CPU kernel against float64 GroupNorm and SiLU, and
+"""pipeline.speed.group_norm_act: the fused GroupNorm (+ SiLU) CPU kernel against float64 GroupNorm and SiLU, and
 its fallbacks to torch's modules."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.models import group_norm_act as gna
-from pipeline.models.group_norm_act import group_norm_act, unfused
+from pipeline.speed import group_norm_act as gna
+from pipeline.speed.group_norm_act import group_norm_act, unfused
 
 CL = torch.channels_last
 
@@ -158,8 +158,8 @@ def test_a_failed_build_falls_back_with_one_line(monkeypatch, capsys):
 def test_ncsnpp_agrees_with_the_unfused_net(resblock, kernel):
     """A whole NCSN++ (GN+SiLU twice in every block, GN alone in attention, GN+SiLU before the output conv): output
     and every parameter gradient agree with the net on torch's modules."""
-    from pipeline import models
     from pipeline.config import Params
+    from pipeline.models import zoo as models
     from pipeline.models.layers import ddpm_init_
 
     model = dict(name="ncsnpp", nf=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], fir=True,

@@ -14,10 +14,11 @@ import pytest
 import torch
 from conftest import assert_close_f32
 
-from pipeline import models
 from pipeline.config import validate
 from pipeline.models import convert as C
-from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, read_project_checkpoint
+from pipeline.models import zoo as models
+from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, read_project_checkpoint, to_project_checkpoint
+from pipeline.models.checkpoint import load as load_checkpoint
 from pipeline.models.layers import noise_levels
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
@@ -84,14 +85,14 @@ def test_project_checkpoint_round_trip_loads_ema_or_plain_weights(name, tmp_path
     net = models.build(params)
     model_sd, ema_sd, step = C.convert(C.read_reference_checkpoint(path), params.model.name, net)
     out = tmp_path / "model.pt"
-    torch.save(models.to_project_checkpoint(params, model_sd, ema_sd, step), out)
+    torch.save(to_project_checkpoint(params, model_sd, ema_sd, step), out)
     assert read_project_checkpoint(out)["step"] == step
-    loaded = models.load(out)
+    loaded = load_checkpoint(out)
     assert not loaded.training
     assert_close_f32(run(loaded, record["x"], record["labels"]), record["out_ema"], FLOAT32_RTOL, what=name)
     if ema_sd is not None:  # plain weights where no EMA is stored
-        torch.save(models.to_project_checkpoint(params, model_sd, None, step), out)
-        got = run(models.load(out), record["x"], record["labels"])
+        torch.save(to_project_checkpoint(params, model_sd, None, step), out)
+        got = run(load_checkpoint(out), record["x"], record["labels"])
         assert_close_f32(got, record["out_model"], FLOAT32_RTOL, what=f"{name} plain weights")
 
 
@@ -101,14 +102,14 @@ def test_corrupt_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):
     truncated.write_bytes(path.read_bytes()[:5000])
     for bad, message in [(truncated, "corrupt"), (path, "not a pipeline-ckpt-v1"), (tmp_path / "absent.pt", "no such")]:
         with pytest.raises(CheckpointError, match=message) as e:
-            models.load(bad)
+            load_checkpoint(bad)
         assert str(bad) in str(e.value)
     with pytest.raises(CheckpointError, match="corrupt"):
         C.read_reference_checkpoint(truncated)
     missing_field = tmp_path / "nostep.pt"
     torch.save({"format": "pipeline-ckpt-v1", "params": params.model_dump(mode="json"), "model": {}, "ema": None}, missing_field)
     with pytest.raises(CheckpointError, match="'step'"):
-        models.load(missing_field)
+        load_checkpoint(missing_field)
 
 
 def test_wrong_weights_name_the_key(tmp_path):
@@ -123,9 +124,9 @@ def test_wrong_weights_name_the_key(tmp_path):
     ]:
         broken = dict(ema_sd)
         edit(broken)
-        torch.save(models.to_project_checkpoint(params, model_sd, broken, step), out)
+        torch.save(to_project_checkpoint(params, model_sd, broken, step), out)
         with pytest.raises(CheckpointMismatch, match=message):
-            models.load(out)
+            load_checkpoint(out)
         with pytest.raises(CheckpointMismatch, match=message.split(" has")[0]):
             C.convert_score_sde({"model": broken, "ema": None, "step": 1}, net)
 

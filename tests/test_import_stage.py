@@ -10,8 +10,8 @@ import torch
 import yaml
 from conftest import assert_close_f32
 
-from pipeline import checkpoint
 from pipeline.cli import main
+from pipeline.io import checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
 

@@ -1,4 +1,4 @@
-"""Processes and precision from params (pipeline/launch.py): the DAG's one command `python -m pipeline train` trains
+"""Processes and precision from params (pipeline/training/launch.py): the DAG's one command `python -m pipeline train` trains
 with 2 gloo ranks when `training.num_processes: 2` and gives the 1-process model; the sample stage gives the same
 samples on 1 and 2 ranks; bf16 autocast trains the smoke model on the CPU; bad launch settings exit 2 with one line."""
 import json
@@ -13,10 +13,10 @@ import yaml
 from conftest import ROOT, assert_close_f32, venv_env
 from test_train import PARAMS, _weights, digits_root  # noqa: F401  (digits_root: the prepared-digits fixture)
 
-from pipeline import launch
 from pipeline.cli import build_parser
 from pipeline.config import ParamsError, load_params
 from pipeline.errors import StageError
+from pipeline.training import launch
 
 UNIT = "runs/unit/unit"
 
@@ -280,7 +280,7 @@ def test_bf16_trains_the_smoke_model_on_the_cpu(tmp_path, digits_root):  # noqa:
 
 # --- the DAG: one command for any process count; the process count is the GPUs a cluster job asks for -----------------
 def test_the_dag_command_does_not_depend_on_the_process_count():
-    from pipeline import dag
+    from pipeline.workflow import dag
 
     raw = yaml.safe_load((ROOT / "params/smoke.yaml").read_text())
     stages = {}

@@ -10,23 +10,46 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from pipeline.code_deps import CODE_ROOT, closure, imports_of, module_file, module_name, stage_code
-from pipeline.commands import COMMANDS, stage_module
+from pipeline.workflow.code_deps import CODE_ROOT, closure, imports_of, module_file, module_name, stage_code
+from pipeline.workflow.commands import COMMANDS, stage_module
 
 PKG = ROOT / "pipeline"
 MODULES = {module_name(f): f for f in sorted(PKG.rglob("*.py"))}
 CLI = {"pipeline.cli", "pipeline.__main__"}
+
+
+def folder(module: str) -> str:
+    """The layer of a module: its folder under pipeline/, or its own name for a top-level module."""
+    return module.split(".")[1] if module != "pipeline" else ""
+
+
 STAGES = {m for m in MODULES if m.startswith("pipeline.stages")}
 LIBRARY = set(MODULES) - CLI - STAGES
-# Math on tensors and score functions: no files, no MLflow, no YAML, no params schema (docs/architecture.md).
-PURE = {"pipeline.sde", "pipeline.losses", "pipeline.predictors", "pipeline.correctors", "pipeline.sampling",
-        "pipeline.fast_samplers",
-        "pipeline.likelihood", "pipeline.controllable", "pipeline.rng", "pipeline.scaling", "pipeline.mixtures",
-        "pipeline.experiment", "pipeline.ema", "pipeline.models.layers", "pipeline.models.fir",
-        "pipeline.models.unet", "pipeline.models.ddpm", "pipeline.models.mlp", "pipeline.models.refinenet",
-        "pipeline.models.layout", "pipeline.noise_classifier", "pipeline.models.noise_classifier"}
-IMPURE_TARGETS = {"pipeline.tracking", "pipeline.atomic", "pipeline.dag", "pipeline.data", "pipeline.config",
-                  "pipeline.checkpoint", "pipeline.outputs"}
+# The layers, bottom up (docs/architecture.md): a folder of the package imports only from the folders listed for it
+# (and from itself). FOUNDATION (the top-level modules names, errors and config: the params schema) may be imported by
+# any folder but config, whose only import is names.
+FOUNDATION = {"names", "errors", "config"}
+MAY_IMPORT = {
+    "core": set(),                                   # SDEs, losses, RNG, scaling, EMA, likelihood, mixtures: the math
+    "speed": set(),                                  # CPU layout, dropout masks, fused kernel, compile, allocator
+    "models": {"core", "speed"},                     # score networks and the noise-conditional classifier
+    "samplers": {"core", "speed"},                   # PC, ODE, ALD, fast samplers, controllable generation
+    "metrics": {"core", "samplers"},                 # FD / KD / IS, point metrics, quality curves
+    "io": {"models"},                                # files, checkpoints, datasets, MLflow, provenance stamps
+    "training": {"core", "speed", "models", "samplers", "io"},
+    "workflow": {"models", "io"},                    # the DAG, code deps, output paths, the command table
+    "report": {"metrics", "io", "workflow"},
+    "stages": {"core", "speed", "models", "samplers", "metrics", "io", "training", "workflow", "report"},
+}
+# Math on tensors and score functions: no files, no MLflow, no YAML, no params schema. Whole folders, plus the network
+# files of models/ and the classifier objective of training/.
+PURE_FOLDERS = {"core", "samplers", "speed"}
+PURE = {m for m in MODULES if folder(m) in PURE_FOLDERS} | {
+    "pipeline.models.layers", "pipeline.models.fir", "pipeline.models.unet", "pipeline.models.ddpm", "pipeline.models.mlp",
+    "pipeline.models.refinenet", "pipeline.models.noise_classifier", "pipeline.training.noise_classifier"}
+IMPURE_FOLDERS = {"io", "workflow"}
+IMPURE_TARGETS = {m for m in MODULES if folder(m) in IMPURE_FOLDERS} | {"pipeline.config"}
+
 GRAPH = {m: imports_of(f) for m, f in MODULES.items()}
 
 
@@ -42,6 +65,43 @@ def third_party_imports(f: Path) -> set[str]:
 
 def test_module_sets_are_what_they_claim():
     assert PURE <= LIBRARY and "pipeline.stages.common" in STAGES and len(STAGES) >= 10
+    assert {folder(m) for m in MODULES if m.count(".") >= 2} == set(MAY_IMPORT)
+
+
+def test_each_folder_imports_only_the_layers_below_it():
+    bad = set()
+    for m in MODULES:
+        me = folder(m)
+        for t in GRAPH[m]:
+            other = folder(t)
+            if other in ("", me) or m in CLI:
+                continue
+            if me in MAY_IMPORT:
+                ok = other in MAY_IMPORT[me] or other in FOUNDATION or t in ("pipeline.stages",)
+            else:  # a top-level module: config imports names only; names and errors nothing of the package
+                ok = me == "config" and other == "names"
+            if not ok:
+                bad.add((m, t))
+    assert not bad, sorted(bad)
+
+
+def test_the_layers_are_an_order():
+    """MAY_IMPORT has no cycle: the folders can be listed bottom up."""
+    done: list[str] = []
+    todo = dict(MAY_IMPORT)
+    while todo:
+        ready = [f for f, below in todo.items() if below <= set(done)]
+        assert ready, f"a cycle among {sorted(todo)}"
+        done += ready
+        for f in ready:
+            del todo[f]
+
+
+def test_top_level_modules_are_few_and_init_files_empty():
+    top = sorted(f.name for f in PKG.glob("*.py"))
+    assert len(top) <= 10, top
+    inits = [f for f in PKG.rglob("__init__.py") if f.parent != PKG and f.read_text().strip()]
+    assert inits == [], inits
 
 
 def test_library_never_imports_a_stage_or_the_cli():
@@ -104,26 +164,27 @@ def test_every_module_a_stage_imports_is_a_dependency(command):
 
 def test_sampler_modules_are_not_training_dependencies():
     train, sample, likelihood = stage_code("train"), stage_code("sample"), stage_code("likelihood")
-    for f in ("pipeline/correctors.py", "pipeline/predictors.py", "pipeline/sampling.py"):
+    for f in ("pipeline/samplers/correctors.py", "pipeline/samplers/predictors.py", "pipeline/samplers/sampling.py"):
         assert f in sample and f not in train and f not in likelihood, f
-    for f in ("pipeline/sde.py", "pipeline/losses.py", "pipeline/rng.py", "pipeline/ema.py", "pipeline/train.py",
-              "pipeline/stages/train.py", "pipeline/stages/common.py", "pipeline/scaling.py"):
+    for f in ("pipeline/core/sde.py", "pipeline/core/losses.py", "pipeline/core/rng.py", "pipeline/core/ema.py",
+              "pipeline/training/loop.py",
+              "pipeline/stages/train.py", "pipeline/stages/common.py", "pipeline/core/scaling.py"):
         assert f in train, f  # the files issue 12 found missing from the hand-written lists
-    assert "pipeline/snapshot_grid.py" not in train  # MLflow grids only (code_deps.SIDE_OUTPUT_ONLY)
+    assert "pipeline/training/snapshot_grid.py" not in train  # MLflow grids only (code_deps.SIDE_OUTPUT_ONLY)
 
 
 def test_compiled_sources_are_dependencies_of_the_stages_that_load_them():
     """models/group_norm_act.cpp is compiled by models/group_norm_act.py at run time: an edit to it reruns every stage
     that runs the networks, as an edit to the .py would."""
     sources = sorted(p.relative_to(CODE_ROOT).as_posix() for p in (CODE_ROOT / "pipeline").rglob("*.cpp"))
-    assert "pipeline/models/group_norm_act.cpp" in sources
+    assert "pipeline/speed/group_norm_act.cpp" in sources
     for command in ("train", "sample", "likelihood", "report"):
         deps = stage_code(command)
         for src in sources:
             module = src.removesuffix(".cpp") + ".py"
             assert bool(_covered({module}, deps)) == bool(_covered({src}, deps)), (command, src)
-    assert not _covered({"pipeline/models/group_norm_act.cpp"}, stage_code("train"))
-    assert _covered({"pipeline/models/group_norm_act.cpp"}, stage_code("download"))
+    assert not _covered({"pipeline/speed/group_norm_act.cpp"}, stage_code("train"))
+    assert _covered({"pipeline/speed/group_norm_act.cpp"}, stage_code("download"))
 
 
 def test_commands_table_names_real_stage_modules():

@@ -5,12 +5,12 @@ import pytest
 import torch
 from conftest import assert_close_f32
 
-from pipeline import rng
-from pipeline.likelihood import bits_per_dim, bpd_offset, log_likelihood
-from pipeline.mixtures import GaussianMixture
-from pipeline.sampling import ode_sample
-from pipeline.scaling import dequantize
-from pipeline.sde import VESDE, VPSDE, subVPSDE
+from pipeline.core import rng
+from pipeline.core.likelihood import bits_per_dim, bpd_offset, log_likelihood
+from pipeline.core.mixtures import GaussianMixture
+from pipeline.core.scaling import dequantize
+from pipeline.core.sde import VESDE, VPSDE, subVPSDE
+from pipeline.samplers.sampling import ode_sample
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 SDES = {"vesde": VESDE(0.01, 50.0, 1000), "vpsde": VPSDE(0.1, 20.0, 1000), "subvpsde": subVPSDE(0.1, 20.0, 1000)}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy import integrate
 
-from pipeline.losses import ddpm_loss, dsm_loss, get_loss_fn, get_score_fn, smld_loss
-from pipeline.mixtures import GaussianMixture
-from pipeline.sde import VESDE, VPSDE, subVPSDE
+from pipeline.core.losses import ddpm_loss, dsm_loss, get_loss_fn, get_score_fn, smld_loss
+from pipeline.core.mixtures import GaussianMixture
+from pipeline.core.sde import VESDE, VPSDE, subVPSDE
 
 MU = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.float64)
 VAR = torch.tensor([0.25, 1.0, 0.04, 2.25], dtype=torch.float64)

@@ -24,12 +24,12 @@ from conftest import ROOT, venv_env
 
 MLFLOW = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
 
-# What the sample and evaluate stages do with pipeline.tracking, minus the model (see pipeline/stages/sample.py and
+# What the sample and evaluate stages do with pipeline.io.tracking, minus the model (see pipeline/stages/sample.py and
 # evaluate.py); one process opens both runs, which saves a Python + MLflow start-up on a busy machine.
 STAGE_SCRIPT = '''
 import json, struct, sys, zlib
 from pathlib import Path
-from pipeline import tracking
+from pipeline.io import tracking
 
 def png(path):  # an 8x8 grey image
     raw = b"".join(b"\\0" + bytes(range(0, 256, 32)) for _ in range(8))
@@ -71,7 +71,7 @@ def sh(cmd, cwd, env=None, timeout=300):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A git + DVC repository in which `dvc repro` has run the mini pipeline, tracked into repo/mlflow.db."""
-    from pipeline import data
+    from pipeline.io import data
 
     repo = tmp_path_factory.mktemp("lineage") / "repo"
     repo.mkdir()

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_close_f32
 
-from pipeline import models
 from pipeline.config import Params, load_params
 from pipeline.models import fir
 from pipeline.models import layers as L
+from pipeline.models import zoo as models
 from pipeline.models.refinenet import InstanceNormPlus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from pipeline.controllable import conditional_score_fn
+from pipeline.core.sde import VESDE, VPSDE, subVPSDE
 from pipeline.models.noise_classifier import make_noise_classifier
-from pipeline.noise_classifier import (
+from pipeline.samplers.controllable import conditional_score_fn
+from pipeline.training.noise_classifier import (
     accuracy_at_times,
     classifier_inputs,
     logp_fn,
     perturbed_ce_loss,
     train_noise_classifier,
 )
-from pipeline.sde import VESDE, VPSDE, subVPSDE
 
 CONFIG = {"num_channels": 1, "image_size": 8, "num_classes": 3, "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1,
           "dropout": 0.0, "fourier_scale": 1.0}
@@ -99,8 +99,8 @@ def test_everything_stays_on_the_inputs_device():
 
 
 def test_classifier_checkpoint_round_trip_and_bad_file(tmp_path):
-    from pipeline.classifier_checkpoint import load_classifier, save_classifier
     from pipeline.errors import StageError
+    from pipeline.io.classifier_checkpoint import load_classifier, save_classifier
 
     net = make_noise_classifier(CONFIG, torch.Generator().manual_seed(3))
     save_classifier(tmp_path / "c.pt", CONFIG, net)

@@ -159,7 +159,7 @@ def test_not_utf8(tmp_path, capsys):
 
 
 def test_read_params_yaml(tmp_path):
-    """The one reader of params files (load_params and pipeline.dag's discovery)."""
+    """The one reader of params files (load_params and pipeline.workflow.dag's discovery)."""
     f = tmp_path / "x.yaml"
     f.write_text("suite: fm\nseed: 3\n")
     assert read_params_yaml(f) == {"suite": "fm", "seed": 3}

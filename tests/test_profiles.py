@@ -9,7 +9,7 @@ from conftest import ROOT
 from e2e_util import copy_repo, run
 from test_dag import snakemake_jobs
 
-from pipeline import dag
+from pipeline.workflow import dag
 
 GPU_RULES = {"train", "classifier", "sample", "evaluate", "likelihood", "controllable"}
 

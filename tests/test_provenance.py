@@ -9,7 +9,7 @@ import time
 from conftest import venv_env
 from test_train import _same, _setup, _train, _weights, digits_root  # noqa: F401 - digits_root is a fixture
 
-from pipeline import provenance
+from pipeline.io import provenance
 
 
 def _tree(root):
@@ -126,7 +126,7 @@ def test_an_edit_while_the_stage_runs_fails_it(tmp_path, digits_root):  # noqa: 
     assert "train-unit: its inputs changed while it ran (params)" in err
     stamp = json.loads((root / "runs/unit/unit/train_metrics.json").read_text())["provenance"]
     _edit(f, "lr: 0.003", "lr: 0.001")  # the stamp names the inputs it started with
-    from pipeline import dag
+    from pipeline.workflow import dag
     stage, raws = dag.stage_of(root, "train", str(f))
     assert provenance.fingerprint(root, stage.cmd, stage.deps, dag.tracked_params(stage, raws)) == {
         k: v for k, v in stamp.items() if k != "stage"}

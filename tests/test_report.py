@@ -14,10 +14,11 @@ import yaml
 from conftest import ROOT
 from PIL import Image
 
-from pipeline import browser, published, report
-from pipeline import report_tables as rt
 from pipeline.cli import main
 from pipeline.config import load_params
+from pipeline.report import browser, published
+from pipeline.report import results as report
+from pipeline.report import tables as rt
 
 CIFAR = ["ddpm", "ddpm_ve", "ncsnpp_cont", "ddpmpp_cont_vp", "ncsn"]
 ALL_CELLS = set(published.TABLE1)
@@ -351,7 +352,7 @@ def test_feature_net_selects_the_headline_columns(suite_root):
     assert fm["eval"].get("feature_net", "classifier") == "classifier"
     t3 = _tables(suite_root, "fm")["table3"]
     assert [g[1] for g in t3.groups][1:3] == ["ours: Fashion-MNIST, Inception-v3", "ours: Fashion-MNIST, dataset classifier"]
-    from pipeline.report_summary import headline
+    from pipeline.report.summary import headline
 
     assert "FD 12.00 ± 0.50 (classifier" in headline(report.collect_experiments(suite_root, "fm")).rows[0][4]
     fm["eval"]["feature_net"] = "inception"

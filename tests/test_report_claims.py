@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import report_claims as rc
 from pipeline.config import ModelConfig, SamplingConfig, TrainingConfig
+from pipeline.report import claims as rc
 
 V = rc.Value
 

@@ -19,9 +19,12 @@ from conftest import ROOT
 from PIL import Image
 from test_report import _eval, _png, _row, _tables
 
-from pipeline import atomic, browser, figures, hardware, report, report_summary
-from pipeline import report_tables as rt
 from pipeline.config import load_params
+from pipeline.io import atomic, hardware
+from pipeline.report import browser, figures
+from pipeline.report import results as report
+from pipeline.report import summary as report_summary
+from pipeline.report import tables as rt
 from pipeline.stages.report import build, real_grid
 from pipeline.stages.train import loss_csv
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from pipeline import models, sampling
 from pipeline.config import load_params
-from pipeline.sampling import draw
+from pipeline.models import zoo as models
+from pipeline.samplers import sampling
+from pipeline.samplers.sampling import draw
 
 
 @pytest.mark.parametrize("flow", [True, False])
@@ -32,8 +33,8 @@ def test_probability_flow_adds_no_noise_after_the_prior_draw():
     """Same x_T, different per-step noise: the probability-flow run is unchanged, the reverse-SDE run is not."""
     _, p = load_params("params/smoke.yaml")
     net = models.build(p).eval()
-    from pipeline.experiment import make_sde
-    from pipeline.losses import get_score_fn
+    from pipeline.core.experiment import make_sde
+    from pipeline.core.losses import get_score_fn
 
     sde = make_sde(p)
     score_fn = get_score_fn(sde, net, continuous=True)

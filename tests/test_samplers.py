@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import assert_close_f32
 
-from pipeline import rng
-from pipeline.correctors import CORRECTORS
-from pipeline.mixtures import GaussianMixture
-from pipeline.predictors import PREDICTORS
-from pipeline.sampling import ALD_CONVENTIONS, ald_sample, ode_sample, pc_sample
-from pipeline.sde import VESDE, VPSDE, subVPSDE
+from pipeline.core import rng
+from pipeline.core.mixtures import GaussianMixture
+from pipeline.core.sde import VESDE, VPSDE, subVPSDE
+from pipeline.samplers.correctors import CORRECTORS
+from pipeline.samplers.predictors import PREDICTORS
+from pipeline.samplers.sampling import ALD_CONVENTIONS, ald_sample, ode_sample, pc_sample
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[[0.5, 0.2], [0.2, 0.3]], [[0.2, 0.0], [0.0, 0.4]]])
 _MU = torch.rand(784, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.5
@@ -177,7 +177,7 @@ def test_p2000_interpolates_noise_scales_for_a_discrete_model():
     """A discretely trained VE model with L = 100 levels (labels = descending index), sampled with 100 and 200 steps:
     the 200-level sampler discretizes σ(t) more finely while the model is queried at its nearest trained level;
     its variance error is below 0.06 and at most 0.6 times the 100-step one (measured 0.04 vs 0.08-0.09)."""
-    from pipeline.losses import get_score_fn
+    from pipeline.core.losses import get_score_fn
     train_sde = VESDE(0.01, 50.0, 100)
     sig = train_sde.sigmas_descending
     seen = []

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from pipeline import rng
-from pipeline.sde import VESDE, VPSDE, get_sde, subVPSDE
+from pipeline.core import rng
+from pipeline.core.sde import VESDE, VPSDE, get_sde, subVPSDE
 
 SDES = {
     "vesde": lambda N=1000: VESDE(0.01, 50.0, N),

@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import assert_close_f32
 
-from pipeline import compiled, models
 from pipeline.config import Params
-from pipeline.train import train
+from pipeline.models import zoo as models
+from pipeline.speed import compiled
+from pipeline.training.loop import train
 
 PARAMS = {
     "suite": "unit", "seed": 3,
@@ -140,7 +141,8 @@ def test_compile_keys_are_booleans(block):
 def test_sampling_compile_gives_eager_samples():
     """`sampling.compile` through sampling.draw (as the sample stage calls it, batch after batch): the same samples
     as the eager network to float32 rounding, one compiled wrapper per network."""
-    from pipeline import rng, sampling
+    from pipeline.core import rng
+    from pipeline.samplers import sampling
     p = _params()
     torch.manual_seed(0)
     net = models.build(p).eval()

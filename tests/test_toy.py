@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import data, models, sampling
 from pipeline.config import load_params
-from pipeline.experiment import sample_shape
+from pipeline.core.experiment import sample_shape
+from pipeline.core.rng import generator
+from pipeline.io import data
 from pipeline.metrics.points import median_bandwidths, mmd2, mode_weights, sliced_wasserstein2
+from pipeline.models import zoo as models
 from pipeline.names import TOY_DATASETS
-from pipeline.rng import generator
+from pipeline.samplers import sampling
 
 PRESET = "params/toy/gmm_vp.yaml"
 
@@ -83,7 +85,7 @@ def test_toy_preset_samples_match_the_mixture(tmp_path: Path):
     (measured 0.902; data 0.989); MMD² to 2000 held-out test points at most 0.01 (measured 0.0027; training vs test
     points: 0.0011); sliced W₂ at most 0.45 (measured 0.16; two data draws of 2000 points give 0.16-0.34, a noisy
     metric here). An untrained network gives MMD² 0.84 and SW₂ ~ 10³ (n = 500)."""
-    from pipeline.train import train
+    from pipeline.training.loop import train
 
     _, p = load_params(PRESET)
     rng = np.random.default_rng(0)
@@ -109,7 +111,7 @@ def test_evaluate_stage_point_metrics_and_report_scatter(tmp_path: Path):
     shifted copy far above it; the report's scatter of samples over data is written."""
     import types
 
-    from pipeline import figures
+    from pipeline.report import figures
     from pipeline.stages.evaluate import point_metrics
 
     data.download(tmp_path, "gmm")

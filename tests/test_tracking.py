@@ -1,4 +1,4 @@
-"""pipeline.tracking without a server: dataset digests are DVC's own hashes, and tracking never costs a result —
+"""pipeline.io.tracking without a server: dataset digests are DVC's own hashes, and tracking never costs a result —
 with MLflow unreachable a stage writes its outputs, exits 0 and says tracking was skipped, within seconds."""
 import hashlib
 import json
@@ -12,7 +12,7 @@ import time
 import yaml
 from conftest import ROOT, venv_env
 
-from pipeline import tracking
+from pipeline.io import tracking
 
 
 def closed_port() -> int:
@@ -144,7 +144,7 @@ def test_tracking_failure_mid_stage_is_a_warning(capsys):
 
 def test_stage_writes_outputs_when_mlflow_is_unreachable(tmp_path):
     """The real prepare stage, as DVC would run it, against a tracking URI where nothing listens."""
-    from pipeline import data
+    from pipeline.io import data
 
     data.download(tmp_path, "digits")
     env = venv_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"})
@@ -191,7 +191,7 @@ def test_stages_started_together_share_one_parent_run(tmp_path, monkeypatch):
 STAGE = """import json, os, sys, time
 from pathlib import Path
 import mlflow  # imported before the start signal: the stages then reach the store together
-from pipeline import tracking
+from pipeline.io import tracking
 root, experiment, stage = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 (root / f"ready-{stage}").touch()
 while not (root / "go").exists():

@@ -13,8 +13,8 @@ import torch
 import yaml
 from conftest import assert_close_f32, venv_env
 
-from pipeline import data
-from pipeline.launch import free_port
+from pipeline.io import data
+from pipeline.training.launch import free_port
 
 PARAMS = {
     "suite": "unit", "seed": 3,

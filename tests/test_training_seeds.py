@@ -11,10 +11,11 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from pipeline import dag, report
-from pipeline import report_tables as rt
 from pipeline.config import ParamsError
+from pipeline.report import results as report
+from pipeline.report import tables as rt
 from pipeline.stages.common import load_context
+from pipeline.workflow import dag
 
 
 def _suite(root: Path, seeds=None, name: str = "tiny") -> Path:
@@ -157,8 +158,8 @@ def test_replica_stages_train_and_sample_in_their_own_folders(tmp_path, monkeypa
     run folder, and its sample stage writes that replica's samples."""
     import torch
 
-    from pipeline import data
     from pipeline.cli import main
+    from pipeline.io import data
 
     monkeypatch.setenv("PIPELINE_TRACKING", "off")
     data.download(tmp_path, "digits")

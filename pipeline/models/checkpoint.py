@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import ParamsError, validate_schema
-from pipeline.models.registry import build
+from pipeline.models.zoo import build
 
 FORMAT = "pipeline-ckpt-v1"
 LEGACY_PICKLES = 5  # torch.save before PyTorch 1.6: magic number, protocol, sys info, the object, storage keys; raw data

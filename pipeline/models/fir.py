@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.models.layout import weight_like
+from pipeline.speed.layout import weight_like
 
 FACTOR = 2  # every resampling in the score networks is by 2
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.core.sde import VESDE
 from pipeline.models import fir
-from pipeline.models.dropout import Dropout
-from pipeline.models.group_norm_act import group_norm_act
-from pipeline.models.layout import Conv2d, weight_like
-from pipeline.sde import VESDE
+from pipeline.speed.dropout import Dropout
+from pipeline.speed.group_norm_act import group_norm_act
+from pipeline.speed.layout import Conv2d, weight_like
 
 SQRT2 = math.sqrt(2.0)
 

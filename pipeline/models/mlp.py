@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from pipeline.experiment import sample_shape
+from pipeline.core.experiment import sample_shape
 from pipeline.models.registry import register
 
 

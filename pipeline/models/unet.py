@@ -12,9 +12,9 @@ import torch.nn as nn
 
 from pipeline.models import fir
 from pipeline.models import layers as L
-from pipeline.models.group_norm_act import group_norm_act
-from pipeline.models.layout import cpu_channels_last
 from pipeline.models.registry import register
+from pipeline.speed.group_norm_act import group_norm_act
+from pipeline.speed.layout import cpu_channels_last
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,15 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, data, tracking
-from pipeline.classifier_checkpoint import CLASSIFIER_FILE, save_classifier
 from pipeline.config import ParamsError
-from pipeline.experiment import is_points, make_sde
+from pipeline.core.experiment import is_points, make_sde
+from pipeline.core.rng import generator
+from pipeline.core.scaling import to_model_range
+from pipeline.io import atomic, data, tracking
+from pipeline.io.classifier_checkpoint import CLASSIFIER_FILE, save_classifier
 from pipeline.models.noise_classifier import make_noise_classifier
-from pipeline.noise_classifier import accuracy_at_times, train_noise_classifier
-from pipeline.rng import generator
-from pipeline.scaling import to_model_range
 from pipeline.stages.common import add_common_arguments, device, load_context
+from pipeline.training.noise_classifier import accuracy_at_times, train_noise_classifier
 
 
 def add_arguments(p, name: str) -> None:

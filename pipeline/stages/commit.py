@@ -5,7 +5,7 @@ outputs made by the current inputs reach dvc.lock.
     python -m pipeline commit [--suite S]   # `dvc commit` the stages whose stamp equals their inputs' fingerprint
 
 A stage is stale when `dvc status` names it (a dep, param or out differs from dvc.lock) or when an output's stamp
-(`pipeline.provenance`) differs from the fingerprint of its inputs as they are now: Snakemake decides by file
+(`pipeline.io.provenance`) differs from the fingerprint of its inputs as they are now: Snakemake decides by file
 times, which miss an edit made while a stage ran and outputs restored from elsewhere. `commit` refuses, by name and
 with exit status 1, every stage whose outputs were not made by its current code, params and data.
 """
@@ -16,9 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import dag, provenance
 from pipeline.errors import StageError
+from pipeline.io import provenance
 from pipeline.stages.common import check_name_arg
+from pipeline.workflow import dag
 
 
 def add_arguments(p, name: str) -> None:

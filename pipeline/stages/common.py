@@ -5,10 +5,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import outputs
 from pipeline.config import DATASETS, SEED_LIMIT, Params, ParamsError, load_params
 from pipeline.errors import StageError
 from pipeline.names import name_problem
+from pipeline.workflow import outputs
 
 
 def add_common_arguments(p, params_required: bool = True) -> None:

@@ -2,7 +2,7 @@
 model.
 
 Takes the first eval.controllable_images test images, hides the right half (inpainting) or keeps only the gray level
-(colorization, 3-channel data only), and completes them with pipeline.controllable's PC samplers in
+(colorization, 3-channel data only), and completes them with pipeline.samplers.controllable's PC samplers in
 eval.controllable_steps steps. Writes runs/<suite>/<exp>/controllable/<task>.png (rows: original | masked or gray |
 completion) and info.json (per task: status, sampler, NFE, seconds, errors on the known and unknown pixels).
 
@@ -19,17 +19,18 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, data, names, tracking
-from pipeline.classifier_checkpoint import CLASSIFIER_FILE, load_classifier
+from pipeline import names
 from pipeline.config import ParamsError
-from pipeline.controllable import conditional_score_fn, pc_colorize, pc_inpaint
-from pipeline.experiment import is_points, make_sde, score_function
+from pipeline.core.experiment import is_points, make_sde, score_function
+from pipeline.core.rng import generator
+from pipeline.core.scaling import to_model_range, to_uint8, to_unit
+from pipeline.io import atomic, checkpoint, data, tracking
+from pipeline.io.classifier_checkpoint import CLASSIFIER_FILE, load_classifier
 from pipeline.metrics.classifier import EVALUATOR_FILE, evaluator_features
-from pipeline.noise_classifier import logp_fn
-from pipeline.rng import generator
-from pipeline.sampling import fast_draw, ode_sample, pc_sample, sampling_eps
-from pipeline.scaling import to_model_range, to_uint8, to_unit
+from pipeline.samplers.controllable import conditional_score_fn, pc_colorize, pc_inpaint
+from pipeline.samplers.sampling import fast_draw, ode_sample, pc_sample, sampling_eps
 from pipeline.stages.common import add_common_arguments, device, load_context, require
+from pipeline.training.noise_classifier import logp_fn
 
 NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this dataset has 1 channel"
 CLASS_NAMES = {  # the datasets' label order (torchvision)

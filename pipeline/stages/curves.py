@@ -2,7 +2,7 @@
 weights) and against training step (`curves.checkpoints`: the EMA weights kept every training.ckpt_freq steps and
 the final ones; the best is picked as Score SDE does for Table 3). Writes runs/<suite>/<exp>/curves/nfe.json and
 ckpt.json: one record per point with its full sampler setting, target and measured NFE, FD per seed, mean and std,
-the number of samples and the checkpoint step (pipeline/curves.py has the NFE rules and the seeding)."""
+the number of samples and the checkpoint step (pipeline/metrics/curves.py has the NFE rules and the seeding)."""
 from __future__ import annotations
 
 import time
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic, checkpoint, curves, tracking
 from pipeline.config import ParamsError, check_setting
 from pipeline.errors import StageError
+from pipeline.io import atomic, checkpoint, tracking
+from pipeline.io.progress import bar as tqdm
+from pipeline.metrics import curves
 from pipeline.metrics.classifier import evaluator_features
 from pipeline.models.checkpoint import CheckpointError, read_project_checkpoint
-from pipeline.progress import bar as tqdm
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline import atomic, dag
 from pipeline.errors import StageError
+from pipeline.io import atomic
 from pipeline.stages.common import check_name_arg, inside_root
+from pipeline.workflow import dag
 
 
 def add_arguments(p, name: str) -> None:

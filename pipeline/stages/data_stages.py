@@ -1,7 +1,7 @@
 """`download` and `prepare`: per dataset, shared by every experiment on it."""
 from __future__ import annotations
 
-from pipeline import data, tracking
+from pipeline.io import data, tracking
 from pipeline.stages.common import add_common_arguments, dataset_arg
 
 

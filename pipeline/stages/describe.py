@@ -5,8 +5,9 @@ import json
 
 import torch
 
-from pipeline import dag, models
+from pipeline.models import zoo as models
 from pipeline.stages.common import add_common_arguments, load_context
+from pipeline.workflow import dag
 
 
 def add_arguments(p, name: str) -> None:

@@ -5,7 +5,7 @@ when the weights file exists; otherwise they are reported as "not computed: weig
 with `eval.feature_net: inception` (the headline FD is Inception FID) a missing weights file is an error (exit 2).
 Both Inception Scores follow `eval.is_splits` (docs/papers.md §8: one split for Score SDE, 10 for NCSN).
 
-With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/launch.py), as the sample stage
+With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/training/launch.py), as the sample stage
 does: the feature extraction (dataset classifier, Inception-v3 and its reference statistics) runs on whole batches of
 eval.batch_size dealt out over the ranks (`launch.shard`) and gathered in the one-process order; the main process
 computes the metrics and writes. 1 and N processes give the same features batch for batch.
@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, data, launch, tracking
-from pipeline.atomic import sha256
 from pipeline.config import ParamsError
 from pipeline.errors import StageError
+from pipeline.io import atomic, data, tracking
+from pipeline.io.atomic import sha256
 from pipeline.metrics.classifier import evaluator_features
 from pipeline.metrics.distances import feature_stats, feature_subset, frechet_from_stats, kernel_distance
 from pipeline.metrics.inception import (
@@ -39,6 +39,7 @@ from pipeline.metrics.points import median_bandwidths, mmd2, mode_weights, slice
 from pipeline.metrics.stats import mean_std
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
+from pipeline.training import launch
 
 
 def add_arguments(p, name: str) -> None:

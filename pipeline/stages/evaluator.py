@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, data, tracking
+from pipeline.io import atomic, data, tracking
 from pipeline.metrics.classifier import classifier_features, save_evaluator, train_classifier
 from pipeline.metrics.distances import feature_stats, feature_subset
 from pipeline.names import TOY_DATASETS

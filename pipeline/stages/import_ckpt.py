@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import atomic, checkpoint, models
 from pipeline.errors import StageError
+from pipeline.io import atomic, checkpoint
 from pipeline.models import convert
+from pipeline.models import zoo as models
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.stages.common import add_common_arguments, load_context
 

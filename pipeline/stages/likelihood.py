@@ -7,13 +7,13 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, data, tracking
-from pipeline.experiment import is_points, make_sde, score_function
-from pipeline.likelihood import bits_per_dim, bpd_offset, log_likelihood
+from pipeline.core.experiment import is_points, make_sde, score_function
+from pipeline.core.likelihood import bits_per_dim, bpd_offset, log_likelihood
+from pipeline.core.rng import generator
+from pipeline.core.scaling import to_model_range
+from pipeline.io import atomic, checkpoint, data, tracking
+from pipeline.io.progress import bar as tqdm
 from pipeline.metrics.stats import mean_stderr
-from pipeline.progress import bar as tqdm
-from pipeline.rng import generator
-from pipeline.scaling import to_model_range
 from pipeline.stages.common import add_common_arguments, device, load_context
 
 

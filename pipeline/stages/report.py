@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic, browser, data, figures, grids, outputs, report, report_html, report_summary, report_tables, tracking
 from pipeline.errors import StageError
-from pipeline.report_curves import curve_figures
+from pipeline.io import atomic, data, grids, tracking
+from pipeline.report import browser, figures
+from pipeline.report import html as report_html
+from pipeline.report import results as report
+from pipeline.report import summary as report_summary
+from pipeline.report import tables as report_tables
+from pipeline.report.curves import curve_figures
 from pipeline.stages.common import add_common_arguments, check_name_arg, inside_root
+from pipeline.workflow import outputs
 
 WIDTHS = (1280, 800)
 PREVIEW = (1280, 1800)

@@ -1,7 +1,7 @@
 """`sample`: eval.num_samples samples per seed with one sampler setting; one .npz, a grid PNG, NFE and timing.
 
-With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/launch.py). The batches of
-eval.batch_size samples are dealt out whole (`launch.shard`), each sample drawn from its own generator (pipeline/rng.py),
+With eval.num_processes > 1 the stage re-launches itself as that many ranks (pipeline/training/launch.py). The batches of
+eval.batch_size samples are dealt out whole (`launch.shard`), each sample drawn from its own generator (pipeline/core/rng.py),
 gathered and written by the main process: 1 and N processes give the same samples."""
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import time
 import numpy as np
 import torch
 
-from pipeline import atomic, checkpoint, grids, hardware, launch, sampling, tracking
 from pipeline.config import ParamsError
-from pipeline.experiment import is_points
-from pipeline.progress import bar as tqdm
-from pipeline.rng import generator
-from pipeline.scaling import to_uint8
+from pipeline.core.experiment import is_points
+from pipeline.core.rng import generator
+from pipeline.core.scaling import to_uint8
+from pipeline.io import atomic, checkpoint, grids, hardware, tracking
+from pipeline.io.progress import bar as tqdm
+from pipeline.samplers import sampling
 from pipeline.stages.common import add_common_arguments, load_context
+from pipeline.training import launch
 
 
 def add_arguments(p, name: str) -> None:

@@ -4,7 +4,7 @@ on, the process count and the precision) and the loss curve: loss.csv, `step,los
 evaluation loss every training.eval_freq steps and at the last step (blank in the other rows).
 
 With training.num_processes > 1 or training.accelerate_config the stage re-launches itself as that many ranks through
-Accelerate (pipeline/launch.py), so the DAG's one command gives DDP; training.mixed_precision is the precision."""
+Accelerate (pipeline/training/launch.py), so the DAG's one command gives DDP; training.mixed_precision is the precision."""
 from __future__ import annotations
 
 import contextlib
@@ -13,12 +13,13 @@ import shutil
 
 import torch
 
-from pipeline import atomic, checkpoint, data, hardware, launch, provenance, tracking
-from pipeline.code_deps import stage_code
-from pipeline.models import check_params
-from pipeline.models.group_norm_act import backend
+from pipeline.io import atomic, checkpoint, data, hardware, provenance, tracking
+from pipeline.models.zoo import check_params
+from pipeline.speed.group_norm_act import backend
 from pipeline.stages.common import add_common_arguments, load_context
-from pipeline.train import KEPT_WEIGHTS, train
+from pipeline.training import launch
+from pipeline.training.loop import KEPT_WEIGHTS, train
+from pipeline.workflow.code_deps import stage_code
 
 
 def add_arguments(p, name: str) -> None:
@@ -48,7 +49,7 @@ RESUME_SAFE = {
 
 def resume_fingerprint(ctx) -> str:
     """The digest of what makes a training step: the train stage's code, the prepared data and the resolved params
-    of the groups train tracks, minus RESUME_SAFE (pipeline.provenance)."""
+    of the groups train tracks, minus RESUME_SAFE (pipeline.io.provenance)."""
     dumped = ctx.params.model_dump(mode="json")
     values = provenance.tracked_values(dumped, ["seed", "data", "model", "training", "optim"])
     for key in RESUME_SAFE:
@@ -70,7 +71,7 @@ def loss_csv(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float
 
 
 def run(args, on_step=None, on_snapshot_write=None) -> int:
-    """Train and write the outputs. on_step / on_snapshot_write: `pipeline.train.train`'s fault-injection hooks."""
+    """Train and write the outputs. on_step / on_snapshot_write: `pipeline.training.loop.train`'s fault-injection hooks."""
     from accelerate import Accelerator
 
     ctx = load_context(args)
@@ -104,7 +105,7 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         if main and tracker is not None and p.training.snapshot_sampling:
             # loaded only when used: the grids are MLflow artifacts (code_deps.SIDE_OUTPUT_ONLY), so neither this module
             # nor the samplers it calls are dependencies of model.pt
-            from pipeline.snapshot_grid import snapshot_grid_logger
+            from pipeline.training.snapshot_grid import snapshot_grid_logger
 
             grid_cb = snapshot_grid_logger(p, tracker)
         fingerprint = resume_fingerprint(ctx)
