@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install repro repro-dvc test dataset dag ui snakemake clean-runs
+.PHONY: install repro repro-dvc test test-fast dataset dag ui snakemake clean-runs
 
 install: $(STAMP)
 
@@ -62,6 +62,12 @@ TEST_WORKERS ?= $(CORES)
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x --timeout=900 -n $(TEST_WORKERS) --dist loadfile
+
+# The inner loop: every test file but the slow ones (conftest.SLOW_FILES: end-to-end runs, trainings, subprocess
+# stages, the browser), `make test` runs everything.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -x --timeout=300 -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 snakemake: install dataset
 	OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES)

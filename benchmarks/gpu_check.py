@@ -34,12 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import sampling  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.core.experiment import make_sde, sample_shape  # noqa: E402
 from pipeline.core.losses import get_loss_fn  # noqa: E402
 from pipeline.core.rng import generator  # noqa: E402
 from pipeline.models import zoo as models  # noqa: E402
+from pipeline.samplers import sampling  # noqa: E402
 from pipeline.speed import compiled  # noqa: E402
 
 TRAIN_PRESET, ALD_PRESET = "params/cifar10/ncsnpp_cont.yaml", "params/cifar10/ncsn.yaml"

@@ -15,7 +15,7 @@ from pipeline.config import ParamsError
 from pipeline.errors import StageError
 from pipeline.speed.allocator import retain_freed_memory
 from pipeline.stages.common import check_name_args
-from pipeline.workflow.commands import COMMANDS, stage_module
+from pipeline.workflow.commands import COMMANDS, specs, stage_module
 
 
 def find_root() -> Path:
@@ -69,7 +69,7 @@ def end(args, begun) -> int:
 
     stage, raws, record = begun
     provenance.stamp(args.root, provenance.stamped_outs(stage.outs + stage.metrics + stage.uncached), record)
-    if stage.kind == "report":  # the params files may have been edited: read them again
+    if specs()[stage.kind].scope == "suite":  # the params files may have been edited: read them again
         raws = {e.path: e.raw for e in dag.experiments(args.root, args.suite or "default")}
     elif raws:
         raws = {f: dag.raw_with_overrides(args.root / f, getattr(args, "set", None) or []) for f in raws}

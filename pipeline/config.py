@@ -12,20 +12,24 @@ from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.names import (
     ALD_CONVENTIONS,
     BPD_ESTIMATORS,
+    COMMON_SAMPLING_KEYS,
     CORRECTORS,
+    DATASET_TABLE,
     DATASETS,
-    FAST_METHODS,
+    DEFAULT_SAMPLING_METHOD,
     PC_ORDERS,
     PREDICTORS,
-    SAMPLING_METHODS,
+    SAMPLING_METHOD_TABLE,
     SDES,
     TIME_GRIDS,
     TOY_DATASETS,
     name_problem,
+    sampling_method,
 )
 
 # `seed` and `training.seeds`: non-negative and below 2**31. The seeding scheme (pipeline/core/rng.py) hashes the seed's
@@ -57,6 +61,19 @@ def _check_names(kind: str, names) -> None:
         problem = name_problem(kind, name)
         if problem:
             raise ValueError(problem)
+
+
+def _names_of(kind: str) -> AfterValidator:
+    """A field's check that its value (one name, a list of names, or a dict keyed by names) holds `kind` names."""
+
+    def check(v):
+        _check_names(kind, [v] if isinstance(v, str) else v)
+        return v
+
+    return AfterValidator(check)
+
+
+Seed = Annotated[int, AfterValidator(_check_seed)]  # 0 <= seed < SEED_LIMIT
 
 
 class ParamsError(Exception):
@@ -192,9 +209,10 @@ class OptimConfig(_Block):
 
 
 class SamplingConfig(_Block):
-    """One sampler setting. `samplers:` entries override these keys for extra sampler variants."""
+    """One sampler setting. `samplers:` entries override these keys for extra sampler variants. Which keys a method
+    reads, and where it runs, is its declaration in names.SAMPLING_METHOD_TABLE (checked by `check_setting`)."""
 
-    method: Literal[SAMPLING_METHODS] = "pc"  # type: ignore[valid-type]
+    method: str = DEFAULT_SAMPLING_METHOD  # a name of names.SAMPLING_METHOD_TABLE
     predictor: Literal[PREDICTORS] = "euler_maruyama"  # type: ignore[valid-type]
     corrector: Literal[CORRECTORS] = "none"  # type: ignore[valid-type]
     snr: float = Field(0.16, gt=0)
@@ -212,7 +230,7 @@ class SamplingConfig(_Block):
     # Fast samplers (method heun | dpm_solver | ddim, docs/papers.md §3 "Fast samplers"); num_steps = solver steps.
     solver_order: int = Field(2, ge=1, le=3)  # heun: 1 (Euler) or 2; dpm_solver: 1-3 single-step, 1-2 multistep
     multistep: bool = False  # dpm_solver: DPM-Solver++(2M) on the data prediction instead of single steps
-    time_grid: Optional[Literal[TIME_GRIDS]] = None  # type: ignore[valid-type]  # None: names.DEFAULT_TIME_GRIDS
+    time_grid: Optional[Literal[TIME_GRIDS]] = None  # type: ignore[valid-type]  # None: the method's own grid
     rho: float = Field(7.0, gt=0)  # the "edm" grid's exponent (Karras et al. 2022, Eq. 5)
     s_churn: float = Field(0.0, ge=0)  # heun: stochastic churn (Karras et al. 2022, Alg. 2); s_* in units of σ/α
     s_tmin: float = Field(0.0, ge=0)
@@ -223,6 +241,27 @@ class SamplingConfig(_Block):
     # compile in mode "reduce-overhead": on CUDA each fixed-shape network call replays as one CUDA graph (no per-kernel
     # launch cost); implies compile; on CPU the same as compile
     cuda_graphs: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v):
+        if v not in SAMPLING_METHOD_TABLE:  # read at validation: the table is the registry of the methods
+            known = [repr(n) for n in SAMPLING_METHOD_TABLE]
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": ", ".join(known[:-1]) + " or " + known[-1]})
+        return v
+
+
+def _check_method_keys() -> None:
+    """Every key a method declares (names.SAMPLING_METHOD_TABLE) is a sampling.* key."""
+    for m in SAMPLING_METHOD_TABLE.values():
+        unknown = set(m.keys + m.required + tuple(k for lim in m.limits for k in lim[::2] if k)) - set(
+            SamplingConfig.model_fields)
+        if unknown:
+            raise ImportError(f"sampling method {m.name} declares keys that are not sampling.* keys: {sorted(unknown)}")
+
+
+_check_method_keys()
 
 
 class NoiseClassifierConfig(_Block):
@@ -250,7 +289,7 @@ class NoiseClassifierConfig(_Block):
 
 class ClassConditionalConfig(_Block):
     """Class-conditional sampling (`eval.controllable: [class_conditional]`): the score plus guidance_scale times the
-    classifier's ∇ log p_t(y | x) (Score SDE Eq. 48-49), samples_per_class samples of every class."""
+    noise classifier's ∇ log p_t(y | x) (Score SDE Eq. 48-49), samples_per_class samples of every class."""
 
     samples_per_class: int = Field(8, ge=1, le=64)
     guidance_scale: float = Field(1.0, ge=0)  # 1: the paper's conditional score
@@ -269,7 +308,7 @@ class EvalConfig(_Block):
     bpd_estimator: Literal[BPD_ESTIMATORS] = "rademacher"  # type: ignore[valid-type]
     bpd_rtol: float = Field(1e-5, gt=0)  # probability-flow ODE tolerances for bits/dim (paper: 1e-5)
     bpd_atol: float = Field(1e-5, gt=0)
-    # The features of the headline FD: "classifier" the dataset classifier (Inception metrics are added when the
+    # The features of the headline FD: "classifier" the evaluator's dataset classifier (Inception metrics are added when the
     # weights exist); "inception" Inception-v3 FID, required: the evaluate stage exits 2 when the weights are missing.
     feature_net: Literal["classifier", "inception"] = "classifier"
     # Inception Score protocol (classifier IS and Inception IS): mean ± std over this many splits of the samples.
@@ -282,7 +321,8 @@ class EvalConfig(_Block):
     controllable: list[Literal["inpainting", "colorization", "class_conditional"]] = Field(default_factory=list)
     controllable_images: int = Field(8, ge=1, le=64)
     controllable_steps: Optional[int] = Field(None, ge=1)  # None: the SDE's N
-    classifier: NoiseClassifierConfig = NoiseClassifierConfig()  # class_conditional: the classifier stage's network
+    # class_conditional: the noise-conditional classifier (the classifier stage); the key kept for compatibility
+    classifier: NoiseClassifierConfig = NoiseClassifierConfig()
     class_conditional: ClassConditionalConfig = ClassConditionalConfig()
 
     @field_validator("controllable")
@@ -309,7 +349,8 @@ class CurvesConfig(_Block):
     batch_size: Optional[int] = Field(None, ge=1)  # None: eval.batch_size
     nfe: list[int] = Field(default_factory=lambda: [10, 20, 50, 100, 200])  # target NFEs of each non-ODE curve
     ode_tols: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])  # rtol = atol of an ode curve
-    samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # curve name -> sampling.* overrides
+    # curve name -> sampling.* overrides
+    samplers: Annotated[dict[str, dict[str, Any]], _names_of("curve")] = Field(default_factory=dict)
     # curve name -> its own target NFEs (replacing `nfe` for that curve), e.g. the PC / P / C curves of a VE model
     # at NFE 200, where the other curves stop at 50
     nfe_by_curve: dict[str, list[int]] = Field(default_factory=dict)
@@ -346,55 +387,36 @@ class CurvesConfig(_Block):
             raise ValueError(f"tolerances must lie in (0, 1) (got {v})")
         return v
 
-    @field_validator("samplers")
-    @classmethod
-    def _curve_names(cls, v):
-        _check_names("curve", v)
-        return v
-
 
 class Params(_Block):
-    seed: int = 42  # 0 <= seed < SEED_LIMIT
-    suite: str = "default"  # a name (names.NAME_PATTERN): reports/<suite>, runs/<suite>, pipelines/<suite>/dvc.yaml
+    seed: Seed = 42
+    # a name (names.NAME_PATTERN): reports/<suite>, runs/<suite>, pipelines/<suite>/dvc.yaml
+    suite: Annotated[str, _names_of("suite")] = "default"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     optim: OptimConfig = OptimConfig()
     sampling: SamplingConfig = SamplingConfig()
-    samplers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    samplers: Annotated[dict[str, dict[str, Any]], _names_of("sampler")] = Field(default_factory=dict)
     eval: EvalConfig = EvalConfig()
     curves: Optional[CurvesConfig] = None  # None: no curves stage
 
-    @field_validator("seed")
-    @classmethod
-    def _seed_bounded(cls, v):
-        return _check_seed(v)
-
-    @field_validator("suite")
-    @classmethod
-    def _suite_name(cls, v):
-        _check_names("suite", [v])
-        return v
-
-    @field_validator("samplers")
-    @classmethod
-    def _sampler_names(cls, v):
-        _check_names("sampler", v)
-        return v
-
     @model_validator(mode="after")
     def _consistent(self):
-        if self.data.dataset in TOY_DATASETS and (self.data.image_size, self.data.num_channels) != (2, 1):
-            raise ValueError("toy datasets are 2-D points: set data.image_size: 2 and data.num_channels: 1")
+        ds = DATASET_TABLE[self.data.dataset]
+        if ds.kind == "points" and (self.data.image_size, self.data.num_channels) != (ds.size, ds.channels):
+            raise ValueError(f"toy datasets are 2-D points: set data.image_size: {ds.size} and data.num_channels: "
+                             f"{ds.channels}")
         return self
 
     # --- derived views --------------------------------------------------------------------------------------
     def controllable_sampler(self) -> SamplingConfig:
-        """The controllable stage's PC sampler: `sampling` when it is one, else the paper's controllable-generation
+        """The controllable stage's PC sampler (inpainting and colorization project the PC loop's iterates):
+        `sampling` when its method reads the predictor and corrector, else the paper's controllable-generation
         sampler (Score SDE App. I): reverse diffusion + one Langevin step, r = 0.16."""
-        if self.sampling.method == "pc":
+        if _runs_pc(self.sampling):
             return self.sampling
-        return SamplingConfig(method="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16)
+        return SamplingConfig(method=DEFAULT_SAMPLING_METHOD, predictor="reverse_diffusion", corrector="langevin", snr=0.16)
 
     def class_conditional_sampler(self) -> SamplingConfig:
         """The class-conditional sampler: `sampling` with `eval.class_conditional.sampling` overrides."""
@@ -498,16 +520,50 @@ def check_samplers(params: Params, path: str) -> None:
 
 
 def check_setting(params: Params, s: SamplingConfig, where: str, path: str) -> None:
-    """One sampler setting fits the experiment's SDE (the curves stage checks each point of a sweep with it)."""
-    sde = params.training.sde
+    """One sampler setting fits the experiment (the curves stage checks each point of a sweep with it): its method's
+    declaration (names.SAMPLING_METHOD_TABLE: the SDEs and models it runs on, the keys it needs, its limits, the keys
+    it reads) and the rules of the predictor and corrector where the method runs them."""
+    sde, m = params.training.sde, sampling_method(s.method)
+    model = "continuous" if params.training.continuous else "discrete"
     _check_ddpm_steps(params, s, s.num_steps, f"{where}.num_steps", path)
-    if s.method == "ald" and sde != "vesde":
-        raise ParamsError(path, f"{where}.method", "annealed Langevin dynamics (ald) needs training.sde: vesde")
-    if s.method == "pc" and s.predictor == "none" and s.corrector == "none":
+    if sde not in m.sdes or model not in m.models:
+        any_model = len(m.models) > 1
+        raise ParamsError(path, f"{where}.method", f"method {s.method} runs on {' or '.join(m.sdes)} models"
+                          + ("" if any_model else f" trained {m.models[0]}ly") + " (training.sde"
+                          + ("" if any_model else ", training.continuous") + f"); this experiment's is {sde}"
+                          + ("" if any_model else f", trained {model}ly"))
+    if _runs_pc(s) and s.predictor == "none" and s.corrector == "none":
         raise ParamsError(path, f"{where}.predictor", "a PC sampler needs a predictor or a corrector (both are none)")
-    if s.method == "pc" and s.predictor == "ancestral_sampling" and sde == "subvpsde":
+    if _runs_pc(s) and s.predictor == "ancestral_sampling" and sde == "subvpsde":
         raise ParamsError(path, f"{where}.predictor", "ancestral_sampling is defined for vesde and vpsde only")
-    _check_fast_sampler(s, sde, where, path)
+    for key in m.required:
+        if getattr(s, key) is None:
+            raise ParamsError(path, f"{where}.{key}", f"method {s.method} needs {key} (it has no default)")
+    for key, most, when in m.limits:
+        if (when is None or getattr(s, when)) and getattr(s, key) > most:
+            raise ParamsError(path, f"{where}.{key}", f"method {s.method}{f' with {when}' if when else ''} takes "
+                                                      f"{key} up to {most}, got {getattr(s, key)}")
+    if s.s_tmax is not None and s.s_tmax <= s.s_tmin:
+        raise ParamsError(path, f"{where}.s_tmax", f"must be above s_tmin ({s.s_tmin:g})")
+    for key in unread_keys(s):
+        readers = [n for n, d in SAMPLING_METHOD_TABLE.items() if key in d.keys]
+        raise ParamsError(path, f"{where}.{key}", f"{key} applies to method{'s' if len(readers) > 1 else ''} "
+                                                  f"{', '.join(readers)} only, not {s.method} (leave it unset)")
+
+
+def unread_keys(s: SamplingConfig) -> list[str]:
+    """The keys set to other than their default that the setting's method does not read: refused by check_setting.
+    The default method's keys are never refused: `samplers:` entries inherit them from `sampling:` and switch method
+    (names.COMMON_SAMPLING_KEYS)."""
+    read = set(COMMON_SAMPLING_KEYS) | set(sampling_method(DEFAULT_SAMPLING_METHOD).keys) | set(
+        sampling_method(s.method).keys)
+    fields = SamplingConfig.model_fields
+    return [k for k in fields if k not in read and getattr(s, k) != fields[k].default]
+
+
+def _runs_pc(s: SamplingConfig) -> bool:
+    """Whether the setting's method runs the PC loop: it reads the predictor and the corrector."""
+    return {"predictor", "corrector"} <= set(sampling_method(s.method).keys)
 
 
 def _merged(params: Params, over: Any, key: str, path: str) -> SamplingConfig:
@@ -538,21 +594,23 @@ def _curve_settings(params: Params, path: str) -> dict[str, SamplingConfig]:
             raise ParamsError(path, "training.ckpt_freq", f"must be below training.n_iters ({params.training.n_iters}) "
                                                           "for the checkpoint curve to have more than one point")
     for key, s in out.items():  # the sweep sets num_steps per point (checked there): check the rest here
-        if key.startswith("curves.samplers.") and s.method != "ode":
-            steps = params.model.num_scales if s.method in FAST_METHODS else None
+        m = sampling_method(s.method)
+        if key.startswith("curves.samplers.") and m.knob is not None:
+            steps = params.model.num_scales if "num_steps" in m.required else None
             out[key] = s.model_copy(update={"num_steps": steps})
     for key, s in out.items():
         name = key.removeprefix("curves.samplers.")
-        if key.startswith("curves.samplers.") and s.method != "ode" and not c.targets(name):
-            raise ParamsError(path, "curves.nfe", f"the non-ODE curve {name} needs target NFEs, e.g. [10, 20, 50]")
+        if key.startswith("curves.samplers.") and sampling_method(s.method).knob is not None and not c.targets(name):
+            raise ParamsError(path, "curves.nfe", f"the curve {name} (method {s.method}, not adaptive) needs target "
+                                                  "NFEs, e.g. [10, 20, 50]")
     return out
 
 
 def _class_conditional_setting(params: Params, path: str) -> SamplingConfig:
     """`sampling` with the `eval.class_conditional.sampling` overrides, for a labelled image dataset and a sampler that
-    takes any score function (pc, ode or a fast one; ald is the unconditional NCSN sampler)."""
+    takes any score function (names.SAMPLING_METHOD_TABLE: any_score)."""
     where = "eval.class_conditional.sampling"
-    if params.data.dataset in TOY_DATASETS or params.data.dataset == "celeba":
+    if not DATASET_TABLE[params.data.dataset].labelled:
         raise ParamsError(path, "eval.controllable", f"class_conditional needs a labelled image dataset; "
                                                      f"{params.data.dataset} has no classes (remove it)")
     try:
@@ -562,39 +620,18 @@ def _class_conditional_setting(params: Params, path: str) -> SamplingConfig:
         key = ".".join(str(x) for x in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise ParamsError(path, f"{where}.{key}", msg) from None
-    if s.method == "ald":
-        raise ParamsError(path, f"{where}.method", "class-conditional sampling runs pc, ode or a fast sampler, not ald")
+    if not sampling_method(s.method).any_score:
+        takers = [n for n, d in SAMPLING_METHOD_TABLE.items() if d.any_score]
+        raise ParamsError(path, f"{where}.method", f"class-conditional sampling runs {', '.join(takers[:-1])} or "
+                                                   f"{takers[-1]}, not {s.method} (it samples the network's own score only)")
     return s
-
-
-def _check_fast_sampler(s: SamplingConfig, sde: str, where: str, path: str) -> None:
-    """The fast samplers' settings: each key only where its method reads it, and ranges that depend on the method."""
-    fast = s.method in FAST_METHODS
-    if s.method == "ddim" and sde == "vesde":
-        raise ParamsError(path, f"{where}.method", "ddim is defined for vpsde and subvpsde (use heun or dpm_solver)")
-    if fast and s.num_steps is None:
-        raise ParamsError(path, f"{where}.num_steps", f"method {s.method} needs num_steps (its number of solver steps)")
-    if s.method == "heun" and s.solver_order > 2:
-        raise ParamsError(path, f"{where}.solver_order", "heun has order 1 (Euler) or 2 (Heun)")
-    if s.method == "dpm_solver" and s.multistep and s.solver_order > 2:
-        raise ParamsError(path, f"{where}.solver_order", "multistep DPM-Solver++ has order 1 or 2 (2M)")
-    if s.multistep and s.method != "dpm_solver":
-        raise ParamsError(path, f"{where}.multistep", "multistep applies to method dpm_solver only")
-    if s.eta > 0 and s.method != "ddim":
-        raise ParamsError(path, f"{where}.eta", "eta applies to method ddim only")
-    if s.s_churn > 0 and s.method != "heun":
-        raise ParamsError(path, f"{where}.s_churn", "stochastic churn applies to method heun only")
-    if s.s_tmax is not None and s.s_tmax <= s.s_tmin:
-        raise ParamsError(path, f"{where}.s_tmax", f"must be above s_tmin ({s.s_tmin:g})")
-    if s.time_grid is not None and not fast:
-        raise ParamsError(path, f"{where}.time_grid", f"time_grid applies to methods {', '.join(FAST_METHODS)}")
 
 
 def _check_ddpm_steps(params: Params, s: SamplingConfig, steps: Optional[int], key: str, path: str) -> None:
     """The DDPM table β_i = β(t_i) / N that VP reverse diffusion, ancestral sampling and the Langevin α (VP and sub-VP)
     use needs β_i < 1, i.e. N > beta_max steps (docs/papers.md §1, §3)."""
     sde, m = params.training.sde, params.model
-    uses_table = s.method == "pc" and (s.corrector == "langevin" or (
+    uses_table = _runs_pc(s) and (s.corrector == "langevin" or (
         sde == "vpsde" and s.predictor in ("reverse_diffusion", "ancestral_sampling")))
     n = steps or m.num_scales
     if sde != "vesde" and uses_table and n <= m.beta_max:

@@ -62,3 +62,19 @@ def assert_close_f32(actual, expected, rtol: float = 1e-4, *, scale: float | Non
                           f"{'max|expected|' if scale is None else 'scale'} {ref:.3e} + {floor:g} "
                           f"(error / bound = {err / bound:.3g})")
     return err / bound
+
+
+# `make test-fast` leaves these files out (`-m "not slow"`): each takes from tens of seconds to minutes on 2 cores
+# (end-to-end DAG runs, real trainings, stage subprocesses, MLflow servers, the browser). `make test` runs them all.
+SLOW_FILES = {
+    "test_e2e.py", "test_provenance.py", "test_train.py", "test_toy.py", "test_training_seeds.py",
+    "test_mlflow_server.py", "test_report_page.py", "test_tracking.py", "test_class_conditional_stage.py",
+    "test_controllable_stage.py", "test_dag.py", "test_launch.py", "test_device.py", "test_speed_switches.py",
+    "test_group_norm_act.py", "test_names_paths.py", "test_atomic.py", "test_layering.py", "test_profiles.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.config import load_params
 from pipeline.io import atomic
-from pipeline.metrics.classifier import evaluator_features, make_classifier, save_evaluator
+from pipeline.metrics.dataset_classifier import evaluator_features, make_dataset_classifier, save_evaluator
 from pipeline.models import zoo as models
 from pipeline.models.checkpoint import to_project_checkpoint
 from pipeline.workflow import dag
@@ -51,7 +51,7 @@ def _setup(tmp_path, **cc):
     ev = root / "data" / "evaluator" / "digits"
     ev.mkdir(parents=True)
     config = {"num_channels": 1, "image_size": SIZE, "num_classes": K, "width": 4, "feature_dim": 8}
-    save_evaluator(ev, config, make_classifier(**config, generator=torch.Generator().manual_seed(1)).eval())
+    save_evaluator(ev, config, make_dataset_classifier(**config, generator=torch.Generator().manual_seed(1)).eval())
     f = _params(tmp_path, **cc)
     name, params = load_params(f)
     torch.manual_seed(0)

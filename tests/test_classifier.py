@@ -8,11 +8,11 @@ import torch
 from conftest import assert_close_f32
 from sklearn.datasets import load_digits
 
-from pipeline.metrics.classifier import (
-    classifier_accuracy,
-    classifier_features,
-    make_classifier,
-    train_classifier,
+from pipeline.metrics.dataset_classifier import (
+    dataset_classifier_accuracy,
+    dataset_classifier_features,
+    make_dataset_classifier,
+    train_dataset_classifier,
 )
 from pipeline.metrics.distances import frechet_distance
 
@@ -32,19 +32,19 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     x_train, y_train, _, _ = digits
-    return train_classifier(x_train, y_train, epochs=8, batch_size=64, lr=5e-3,
-                            generator=torch.Generator().manual_seed(0))
+    return train_dataset_classifier(x_train, y_train, epochs=8, batch_size=64, lr=5e-3,
+                                    generator=torch.Generator().manual_seed(0))
 
 
 def test_accuracy_well_above_chance(digits, trained):
     _, _, x_test, y_test = digits
-    accuracy = classifier_accuracy(trained, x_test, y_test)
+    accuracy = dataset_classifier_accuracy(trained, x_test, y_test)
     assert accuracy > 0.9, accuracy  # chance is 0.1; measured 0.977
 
 
 def test_features_and_logits_shapes_and_consistency(digits, trained):
     x_train, *_ = digits
-    feats, logits = classifier_features(trained, x_train[:37], batch_size=10)
+    feats, logits = dataset_classifier_features(trained, x_train[:37], batch_size=10)
     assert feats.shape == (37, 128) and logits.shape == (37, 10)
     assert feats.dtype == np.float64 and logits.dtype == np.float64
     assert np.all(feats >= 0)  # post-ReLU penultimate layer
@@ -58,9 +58,9 @@ def test_features_and_logits_shapes_and_consistency(digits, trained):
 def test_frechet_distance_sanity_on_classifier_features(digits, trained):
     x_train, _, x_test, _ = digits
     noise = np.random.default_rng(0).integers(0, 256, size=x_test.shape, dtype=np.uint8)
-    train_feats, _ = classifier_features(trained, x_train)
-    fd_test = frechet_distance(classifier_features(trained, x_test)[0], train_feats)
-    fd_noise = frechet_distance(classifier_features(trained, noise)[0], train_feats)
+    train_feats, _ = dataset_classifier_features(trained, x_train)
+    fd_test = frechet_distance(dataset_classifier_features(trained, x_test)[0], train_feats)
+    fd_noise = frechet_distance(dataset_classifier_features(trained, noise)[0], train_feats)
     half = NUM_TRAIN // 2
     fd_halves = frechet_distance(train_feats[:half], train_feats[half:])
     # Held-out digits are close to the training digits, uniform noise is far (measured 2.2 vs 103, ratio 0.021).
@@ -73,12 +73,12 @@ def test_frechet_distance_sanity_on_classifier_features(digits, trained):
 def test_deterministic_given_generator_and_global_rng_untouched(digits):
     x_train, y_train, _, _ = digits
     state = torch.get_rng_state()
-    one = train_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
-                           generator=torch.Generator().manual_seed(3))
-    two = train_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
-                           generator=torch.Generator().manual_seed(3))
-    three = train_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
-                             generator=torch.Generator().manual_seed(4))
+    one = train_dataset_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
+                                   generator=torch.Generator().manual_seed(3))
+    two = train_dataset_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
+                                   generator=torch.Generator().manual_seed(3))
+    three = train_dataset_classifier(x_train[:200], y_train[:200], epochs=1, batch_size=50,
+                                     generator=torch.Generator().manual_seed(4))
     assert torch.equal(state, torch.get_rng_state())
     for p, q in zip(one.parameters(), two.parameters()):
         assert torch.equal(p, q)
@@ -88,6 +88,6 @@ def test_deterministic_given_generator_and_global_rng_untouched(digits):
 def test_rejects_bad_inputs(digits):
     x_train, y_train, _, _ = digits
     with pytest.raises(ValueError, match="uint8"):
-        train_classifier(x_train.astype(np.float32), y_train, epochs=1)
+        train_dataset_classifier(x_train.astype(np.float32), y_train, epochs=1)
     with pytest.raises(ValueError, match="multiple of 4"):
-        make_classifier(1, 10, 10)
+        make_dataset_classifier(1, 10, 10)

@@ -1,6 +1,7 @@
 """Data stages on local files only: fake raw folders in torchvision's layout, digits, toys; corrupt input."""
 import gzip
 import hashlib
+import json
 import pickle
 import struct
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torchvision.datasets as tvd
 
+from pipeline import names
 from pipeline.errors import StageError
 from pipeline.io import data
 
@@ -36,6 +38,39 @@ def fake_fashion(tmp_path, monkeypatch):
     return arrays
 
 
+def _matches_record(root, dataset: str) -> None:
+    """The prepared splits have the kind, shape and labels the dataset's record (names.DATASET_TABLE) declares."""
+    rec = names.dataset(dataset)
+    for split in ("train", "test"):
+        x, y = data.load_split(root, dataset, split)
+        assert x.shape[1:] == ((rec.size,) if rec.kind == "points" else (rec.channels, rec.size, rec.size)), (dataset, x.shape)
+        assert x.dtype == (np.float32 if rec.kind == "points" else np.uint8)
+        assert y.dtype == np.int64 and len(y) == len(x)
+        if rec.class_names:
+            assert y.max() < len(rec.class_names)
+    assert json.loads((data.prepared_dir(root, dataset) / "manifest.json").read_text())["kind"] == rec.kind
+
+
+def test_every_dataset_is_one_record_with_one_loader(tmp_path):
+    """A dataset is declared once (names.DATASET_TABLE); io/data.py implements exactly those names (checked at import)
+    and the name lists of the schema are derived from the records."""
+    table = names.DATASET_TABLE
+    assert set(data.LOADERS) == set(table) == set(names.DATASETS)
+    assert names.IMAGE_DATASETS + names.TOY_DATASETS == names.DATASETS
+    for name, rec in table.items():
+        assert rec.name == name and names.name_problem("dataset", name) is None
+        assert (rec.kind == "points") == (name in names.TOY_DATASETS)
+        assert rec.class_names is None or (rec.labelled and len(rec.class_names) >= 2)
+        if rec.kind == "points":
+            assert (rec.channels, rec.size, rec.labelled, rec.evaluator_epochs) == (1, 2, False, 0)
+    with pytest.raises(ImportError, match="dataset registry"):
+        names.check_registry("dataset", {**data.LOADERS, "extra": None}, names.DATASETS)
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        names.dataset("nope")
+    with pytest.raises(StageError, match="unknown dataset 'nope'"):
+        data.download(tmp_path, "nope")
+
+
 def test_fashion_mnist_from_local_files(tmp_path, fake_fashion):
     root = tmp_path / "repo"
     data.download(root, "fashion_mnist")
@@ -47,6 +82,7 @@ def test_fashion_mnist_from_local_files(tmp_path, fake_fashion):
     xt, _ = data.load_split(root, "fashion_mnist", "test")
     assert xt.shape == (6, 1, 28, 28)
     assert (out / "manifest.json").exists()
+    _matches_record(root, "fashion_mnist")
 
 
 def test_truncated_raw_file_is_named(tmp_path, fake_fashion):
@@ -93,6 +129,7 @@ def test_cifar10_from_fake_torchvision_folder(tmp_path, monkeypatch):
     data.prepare(root, "cifar10")
     x, _ = data.load_split(root, "cifar10", "train")
     np.testing.assert_array_equal(x, want["data_batch_1"])
+    _matches_record(root, "cifar10")
     (folder / "test_batch").write_bytes(b"garbage")
     with pytest.raises(StageError, match="cannot read cifar10"):
         data.prepare(root, "cifar10")
@@ -115,6 +152,8 @@ def test_digits_and_toys(tmp_path):
     data.download(again, "gmm")
     data.prepare(again, "gmm")
     np.testing.assert_array_equal(g, data.load_split(again, "gmm", "train")[0])
+    for ds in ("digits", "gmm", "swiss_roll", "checkerboard"):
+        _matches_record(tmp_path, ds)
 
 
 def test_missing_raw_folder_says_what_to_run(tmp_path):

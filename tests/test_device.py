@@ -328,11 +328,11 @@ def test_train_loop_keeps_everything_on_the_accelerator_device(path, sets, tmp_p
 
 def test_classifier_features_follow_the_classifier_device():
     """The evaluator's features (evaluate stage): images are moved to the classifier's device, features come back."""
-    from pipeline.metrics.classifier import classifier_features, make_classifier
+    from pipeline.metrics.dataset_classifier import dataset_classifier_features, make_dataset_classifier
 
-    net = make_classifier(1, 8, 10, 8, 16, torch.Generator().manual_seed(0)).to(DEV)
+    net = make_dataset_classifier(1, 8, 10, 8, 16, torch.Generator().manual_seed(0)).to(DEV)
     with DeviceCheck() as dc:
-        feats, logits = classifier_features(net, np.zeros((3, 1, 8, 8), np.uint8))
+        feats, logits = dataset_classifier_features(net, np.zeros((3, 1, 8, 8), np.uint8))
     assert not dc.violations and feats.shape == (3, 16) and logits.shape == (3, 10)
 
 

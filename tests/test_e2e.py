@@ -220,7 +220,8 @@ def test_a_folder_of_code_edited_reruns_through_stale_snakemake_and_commit(repo)
 @pytest.mark.timeout(900)
 def test_commit_refuses_a_stage_whose_inputs_changed_while_it_ran(repo):
     """An edit to train's code while train runs: the stage fails naming what moved, the commit step refuses it by
-    name (exit 1) and leaves dvc.lock as it was; with the edit undone the next round commits everything."""
+    name (exit 1) and leaves dvc.lock as it was; the next round sets the snapshots made by the old code aside, trains
+    from step 0 and commits everything."""
     lock = repo / "pipelines/smoke/dvc.lock"
     before = lock.read_text()
     import shutil
@@ -233,13 +234,15 @@ def test_commit_refuses_a_stage_whose_inputs_changed_while_it_ran(repo):
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline:
         time.sleep(0.05)
-    old = edit_code(repo, "pipeline/core/sde.py", "# an edit while train runs\n")
+    edit_code(repo, "pipeline/core/sde.py", "# an edit while train runs\n")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "train-smoke: its inputs changed while it ran (code)" in out, out[-3000:]
     r = run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo, check=False)
     assert r.returncode == 1 and "error: train-smoke: not committed" in r.stderr
     assert lock.read_text() == before
-    (repo / "pipeline/core/sde.py").write_text(old)
-    snakemake_forced(repo, stale(repo))
+    run(["python", "-m", "pipeline", "dag"], repo)
+    r = snakemake_forced(repo, stale(repo))
+    assert "training starts at step 0" in r.stdout + r.stderr and "resuming" not in r.stdout + r.stderr
+    assert len(list((repo / f"{SMOKE}/snapshots.superseded").iterdir())) == 1
     run(["python", "-m", "pipeline", "commit", "--suite", "smoke"], repo)
     assert dvc_would_run(repo) == set()

@@ -66,7 +66,7 @@ def test_classifier_metrics_and_fd_sanity(root, tmp_path):
 
 
 def test_halves_of_the_training_set_are_close(root):
-    from pipeline.metrics.classifier import evaluator_features as features_of
+    from pipeline.metrics.dataset_classifier import evaluator_features as features_of
     from pipeline.metrics.distances import frechet_distance
 
     x, _ = data.load_split(root, "digits", "train")
@@ -127,7 +127,7 @@ def test_classifier_is_follows_is_splits(tmp_path, monkeypatch, splits, per_seed
 
     monkeypatch.setattr(evaluate, "evaluator_features", lambda folder, x: (_features(x), _class_logits(x)))
     atomic.save_npz(tmp_path / "ref_stats.npz", mu=np.zeros(2), sigma=np.eye(2), subset=np.eye(2))
-    rec = evaluate.classifier_metrics(tmp_path, _is_samples(), splits)["is"]
+    rec = evaluate.dataset_classifier_metrics(tmp_path, _is_samples(), splits)["is"]
     assert rec["values"] == pytest.approx(list(per_seed), rel=1e-12)
     assert rec["mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
     assert rec["std"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-12)  # over sampling seeds, like every metric
@@ -155,7 +155,7 @@ def test_inception_is_follows_is_splits(tmp_path, monkeypatch):
 def test_evaluate_stage_writes_the_is_protocol(root, tmp_path):
     """Through the CLI on digits: the classifier IS of each seed is the library's IS of the evaluator's logits with
     eval.is_splits splits."""
-    from pipeline.metrics.classifier import evaluator_features
+    from pipeline.metrics.dataset_classifier import evaluator_features
     from pipeline.metrics.inception_score import inception_score
 
     test_x, _ = data.load_split(root, "digits", "test")

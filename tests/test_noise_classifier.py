@@ -12,8 +12,8 @@ from pipeline.models.noise_classifier import make_noise_classifier
 from pipeline.samplers.controllable import conditional_score_fn
 from pipeline.training.noise_classifier import (
     accuracy_at_times,
-    classifier_inputs,
     logp_fn,
+    noise_classifier_inputs,
     perturbed_ce_loss,
     train_noise_classifier,
 )
@@ -36,7 +36,7 @@ def test_conditioning_is_the_kernels_closed_form(sde):
     """c_in = 1 / sqrt(m² + std²) and the label log(std / m) from the SDE's own formulas, in float64."""
     t = torch.tensor([1e-3, 0.3, 1.0], dtype=torch.float64)
     x = torch.ones(3, 1, 2, 2, dtype=torch.float64)
-    x_in, label = classifier_inputs(sde, x, t)
+    x_in, label = noise_classifier_inputs(sde, x, t)
     if isinstance(sde, VESDE):  # m = 1, std = σ_min (σ_max/σ_min)^t
         std = 0.01 * (50.0 / 0.01) ** t
         m = torch.ones_like(t)
@@ -98,17 +98,17 @@ def test_everything_stays_on_the_inputs_device():
     assert score.is_meta and score.shape == x.shape
 
 
-def test_classifier_checkpoint_round_trip_and_bad_file(tmp_path):
+def test_noise_classifier_checkpoint_round_trip_and_bad_file(tmp_path):
     from pipeline.errors import StageError
-    from pipeline.io.classifier_checkpoint import load_classifier, save_classifier
+    from pipeline.io.checkpoint import load_noise_classifier, save_noise_classifier
 
     net = make_noise_classifier(CONFIG, torch.Generator().manual_seed(3))
-    save_classifier(tmp_path / "c.pt", CONFIG, net)
-    back = load_classifier(tmp_path / "c.pt")
+    save_noise_classifier(tmp_path / "c.pt", CONFIG, net)
+    back = load_noise_classifier(tmp_path / "c.pt", make_noise_classifier)
     x, t = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4)), torch.full((5,), 0.3)
     assert not back.training and torch.equal(back(x, t), net.eval()(x, t))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(StageError, match="bad.pt: not a readable classifier checkpoint"):
-        load_classifier(tmp_path / "bad.pt")
+        load_noise_classifier(tmp_path / "bad.pt", make_noise_classifier)
     with pytest.raises(StageError, match="missing.pt: noise-conditional classifier missing"):
-        load_classifier(tmp_path / "missing.pt")
+        load_noise_classifier(tmp_path / "missing.pt", make_noise_classifier)

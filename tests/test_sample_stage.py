@@ -6,6 +6,7 @@ import torch
 from pipeline.config import load_params
 from pipeline.models import zoo as models
 from pipeline.samplers import sampling
+from pipeline.samplers.methods import pc as pc_method
 from pipeline.samplers.sampling import draw
 
 
@@ -15,13 +16,13 @@ def test_probability_flow_setting_reaches_the_sampler(flow, monkeypatch):
                                              f"sampling.probability_flow={str(flow).lower()}"])
     net = models.build(p).eval()
     seen = {}
-    real = sampling.pc_sample
+    real = pc_method.pc_sample
 
     def spy(*a, **kw):
         seen.update(kw)
         return real(*a, **kw)
 
-    monkeypatch.setattr(sampling, "pc_sample", spy)
+    monkeypatch.setattr(pc_method, "pc_sample", spy)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
     with torch.no_grad():
         x, nfe = draw(p, p.sampler_settings()["pc"], net, 3, gens)

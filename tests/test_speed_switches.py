@@ -8,7 +8,7 @@ from conftest import assert_close_f32
 from pipeline.config import Params
 from pipeline.models import zoo as models
 from pipeline.speed import compiled
-from pipeline.training.loop import train
+from pipeline.training import launch, loop
 
 PARAMS = {
     "suite": "unit", "seed": 3,
@@ -25,6 +25,10 @@ def _params(**training) -> Params:
     p = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PARAMS.items()}
     p["training"].update(training)
     return Params(**p)
+
+
+def train(p: Params, data: torch.Tensor, eval_data, folder, **kw):
+    return loop.train(p, data, eval_data, folder, accelerator=launch.make_accelerator(p), **kw)
 
 
 def _data(n=40) -> torch.Tensor:

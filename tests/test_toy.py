@@ -85,13 +85,15 @@ def test_toy_preset_samples_match_the_mixture(tmp_path: Path):
     (measured 0.902; data 0.989); MMD² to 2000 held-out test points at most 0.01 (measured 0.0027; training vs test
     points: 0.0011); sliced W₂ at most 0.45 (measured 0.16; two data draws of 2000 points give 0.16-0.34, a noisy
     metric here). An untrained network gives MMD² 0.84 and SW₂ ~ 10³ (n = 500)."""
+    from pipeline.training.launch import make_accelerator
     from pipeline.training.loop import train
 
     _, p = load_params(PRESET)
     rng = np.random.default_rng(0)
     x_train = torch.from_numpy(data.toy_points("gmm", data.TOY_SIZES["train"], rng))
     x_test = data.toy_points("gmm", data.TOY_SIZES["test"], rng)
-    model, ema, res = train(p, x_train, torch.from_numpy(x_test[:256]), tmp_path / "snap", progress=False)
+    model, ema, res = train(p, x_train, torch.from_numpy(x_test[:256]), tmp_path / "snap", accelerator=make_accelerator(p),
+                            progress=False)
     model.load_state_dict(ema.weights(model))
     n = 2000
     with torch.no_grad():

@@ -1,17 +1,22 @@
-"""Datasets: download (raw files, torchvision's layout) and prepare (uint8 NCHW arrays + manifest with sha256)."""
+"""Datasets: download (raw files, torchvision's layout) and prepare (uint8 NCHW arrays + manifest with sha256).
+
+What a dataset is (kind, shape, labels, report name, evaluator epochs) is its `pipeline.names.Dataset` record; how
+its files are fetched and read is its `Loader` here (LOADERS implements exactly the names of names.DATASET_TABLE)."""
 from __future__ import annotations
 
 import gzip
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from pipeline.errors import StageError
 from pipeline.io import atomic
-from pipeline.names import DATASETS, TOY_DATASETS
+from pipeline.names import DATASET_TABLE, DATASETS, check_registry
 
 DEBIAN_FASHION_MNIST = Path(os.environ.get("PIPELINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 TOY_SIZES = {"train": 20000, "test": 5000}
@@ -37,7 +42,7 @@ def prepared_dir(root: Path, dataset: str) -> Path:
 def _torchvision_class(dataset: str):
     import torchvision.datasets as tvd
 
-    return {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "celeba": tvd.CelebA}[dataset]
+    return getattr(tvd, LOADERS[dataset].torchvision)
 
 
 def _content_md5(gz: Path) -> str | None:
@@ -94,6 +99,7 @@ def _download_idx(dataset: str, out: Path) -> None:
 
 
 def _download_torchvision(dataset: str, out: Path) -> None:
+    """CIFAR-10 and CelebA through torchvision (CelebA: every split)."""
     cls = _torchvision_class(dataset)
     try:
         if dataset == "celeba":
@@ -104,7 +110,7 @@ def _download_torchvision(dataset: str, out: Path) -> None:
         raise StageError(f"{out}: could not download {dataset}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def _download_digits(out: Path) -> None:
+def _download_digits(dataset: str, out: Path) -> None:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -137,56 +143,78 @@ def toy_points(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(name)
 
 
+def _generate_toy(dataset: str, out: Path) -> None:
+    """"Downloading" a toy generates it from a fixed seed: versioned like the rest."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}": toy_points(dataset, n, rng) for split, n in TOY_SIZES.items()}
+    atomic.save_npz(out / f"{dataset}.npz", **arrays)
+
+
+def _loader(dataset: str) -> Loader:
+    if dataset not in LOADERS:
+        raise StageError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    return LOADERS[dataset]
+
+
 def download(root: Path, dataset: str) -> Path:
     out = raw_dir(root, dataset)
     with atomic.atomic_dir(out) as tmp:
-        if dataset in ("fashion_mnist", "mnist"):
-            _download_idx(dataset, tmp)
-        elif dataset in ("cifar10", "celeba"):
-            _download_torchvision(dataset, tmp)
-        elif dataset == "digits":
-            _download_digits(tmp)
-        elif dataset in TOY_DATASETS:  # "downloading" a toy generates it from a fixed seed: versioned like the rest
-            rng = np.random.default_rng(0)
-            arrays = {f"{split}": toy_points(dataset, n, rng) for split, n in TOY_SIZES.items()}
-            atomic.save_npz(tmp / f"{dataset}.npz", **arrays)
-        else:
-            raise StageError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+        _loader(dataset).download(dataset, tmp)
     return out
 
 
 # --- prepare ---------------------------------------------------------------------------------------------------
-def _load_torchvision(raw: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+Split = tuple[np.ndarray, np.ndarray]  # (x, y) of a split: uint8 NCHW images (or float32 points), int64 labels
+
+
+def _torchvision_errors(read: Callable[[str, Path, str], Split]) -> Callable[[str, Path, str], Split]:
+    """`read` with any failure of torchvision on bad files turned into one StageError line."""
+    def split_or_error(dataset: str, raw: Path, split: str) -> Split:
+        try:
+            return read(dataset, raw, split)
+        except StageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError / ValueError / EOFError on bad files
+            raise StageError(f"{raw}: cannot read {dataset} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); delete the folder and rerun the download "
+                             "stage") from None
+    return split_or_error
+
+
+@_torchvision_errors
+def _split_idx(dataset: str, raw: Path, split: str) -> Split:
     cls = _torchvision_class(dataset)
-    try:
-        if dataset in ("fashion_mnist", "mnist"):
-            _verify_idx_gz(raw / cls.__name__ / "raw", cls)
-            ds = cls(str(raw), train=(split == "train"), download=False)
-            return ds.data.numpy()[:, None].astype(np.uint8), ds.targets.numpy().astype(np.int64)
-        if dataset == "cifar10":
-            ds = cls(str(raw), train=(split == "train"), download=False)
-            return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, np.int64)
-        return _load_celeba(raw, split)
-    except StageError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError / ValueError / EOFError on bad files
-        raise StageError(f"{raw}: cannot read {dataset} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "delete the folder and rerun the download stage") from None
+    _verify_idx_gz(raw / cls.__name__ / "raw", cls)
+    ds = cls(str(raw), train=(split == "train"), download=False)
+    return ds.data.numpy()[:, None].astype(np.uint8), ds.targets.numpy().astype(np.int64)
 
 
-def _load_celeba(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+@_torchvision_errors
+def _split_cifar10(dataset: str, raw: Path, split: str) -> Split:
+    ds = _torchvision_class(dataset)(str(raw), train=(split == "train"), download=False)
+    return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, np.int64)
+
+
+@_torchvision_errors
+def _split_celeba(dataset: str, raw: Path, split: str) -> Split:
     """CelebA 64x64 as in the reference: centre crop 140, resize to 64."""
     import torch
-    import torchvision.datasets as tvd
     import torchvision.transforms.v2 as T
 
     tf = T.Compose([T.PILToTensor(), T.CenterCrop(140), T.Resize(64, antialias=True)])
-    ds = tvd.CelebA(str(raw), split="train" if split == "train" else "test", transform=tf, download=False)
+    ds = _torchvision_class(dataset)(str(raw), split="train" if split == "train" else "test", transform=tf,
+                                     download=False)
     imgs = torch.stack([ds[i][0] for i in range(len(ds))]).numpy().astype(np.uint8)
     return imgs, np.zeros(len(imgs), np.int64)
 
 
-def _split_digits(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_toy(dataset: str, raw: Path, split: str) -> Split:
+    with np.load(raw / f"{dataset}.npz") as z:
+        x = z[split]
+    return x, np.zeros(len(x), np.int64)
+
+
+def _split_digits(dataset: str, raw: Path, split: str) -> Split:
     f = raw / "digits.npz"
     if not f.exists():
         raise StageError(f"{f}: missing; run `python -m pipeline download --dataset digits`")
@@ -197,21 +225,36 @@ def _split_digits(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[idx], labels[idx]
 
 
+# --- the loaders: one per name of names.DATASET_TABLE ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Loader:
+    """How a dataset's files are fetched into the raw folder and read back, per split, as (x, y)."""
+
+    download: Callable[[str, Path], None]  # (dataset, folder): write the raw files into the folder
+    split: Callable[[str, Path, str], Split]  # (dataset, raw folder, "train" | "test") -> (x, y)
+    torchvision: str | None = None  # the torchvision.datasets class the two use, if any
+
+
+LOADERS = {
+    "fashion_mnist": Loader(_download_idx, _split_idx, "FashionMNIST"),
+    "mnist": Loader(_download_idx, _split_idx, "MNIST"),
+    "cifar10": Loader(_download_torchvision, _split_cifar10, "CIFAR10"),
+    "celeba": Loader(_download_torchvision, _split_celeba, "CelebA"),
+    "digits": Loader(_download_digits, _split_digits),
+    **{name: Loader(_generate_toy, _split_toy) for name in ("gmm", "swiss_roll", "checkerboard")},
+}
+check_registry("dataset", LOADERS, DATASETS)
+
+
 def prepare(root: Path, dataset: str) -> Path:
     raw, out = raw_dir(root, dataset), prepared_dir(root, dataset)
     if not raw.exists():
         raise StageError(f"{raw}: raw data missing; run `python -m pipeline download --dataset {dataset}` first")
+    loader = _loader(dataset)
     with atomic.atomic_dir(out) as tmp:
-        manifest = {"dataset": dataset, "kind": "points" if dataset in TOY_DATASETS else "images", "splits": {}}
+        manifest = {"dataset": dataset, "kind": DATASET_TABLE[dataset].kind, "splits": {}}
         for split in ("train", "test"):
-            if dataset == "digits":
-                x, y = _split_digits(raw, split)
-            elif manifest["kind"] == "points":
-                with np.load(raw / f"{dataset}.npz") as z:
-                    x = z[split]
-                y = np.zeros(len(x), np.int64)
-            else:
-                x, y = _load_torchvision(raw, dataset, split)
+            x, y = loader.split(dataset, raw, split)
             atomic.save_npz(tmp / f"{split}.npz", x=x, y=y)
             manifest["splits"][split] = {"count": int(len(x)), "shape": list(x.shape), "dtype": str(x.dtype),
                                          "sha256": atomic.sha256(tmp / f"{split}.npz")}

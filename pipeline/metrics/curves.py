@@ -3,15 +3,16 @@
 training step (`curves.checkpoints`, over the EMA weights kept every `training.ckpt_freq` steps; Score SDE reports
 the best-FID checkpoint in Table 3, docs/papers.md §7).
 
-NFE of a setting (`nfe_of`), exactly as the samplers count score evaluations (`pipeline.samplers.sampling`,
-`pipeline.samplers.fast_samplers`), with d = 1 when `noise_removal` adds x̂_0 at ε:
+NFE of a setting (`nfe_of`), exactly as the samplers count score evaluations: each method's `nfe_line` (its module
+under pipeline/samplers/methods/), a line a * knob + b in the knob its declaration names (num_steps; n_steps_each
+for ald), with d = 1 when `noise_removal` adds x̂_0 at ε:
 - pc, order "reference": M (p + c n); order "paper": M p + (M - 1) c n, where M = num_steps (None: model.num_scales),
   p = 1 with a predictor, c = 1 with a corrector, n = n_steps_each (the last predictor step's mean is the
   denoised sample: no extra evaluation);
 - heun: order x M + d; dpm_solver single-step order k: k M + d, multistep: M + d; ddim: M + d;
 - ald: L n + d with L = model.num_scales levels;
 - ode: adaptive (None): its curve sweeps rtol = atol over `curves.ode_tols` and records the measured NFE.
-For a target NFE the sweep's knob (num_steps; n_steps_each for ald) is the integer whose NFE is nearest to the
+For a target NFE the sweep's knob is the integer whose NFE is nearest to the
 target (ties: the smaller). A target for which that integer is 0 is skipped, and so is a target whose knob repeats
 the previous target's (each setting is evaluated once), or a setting the experiment's SDE rejects (e.g. VP reverse
 diffusion with fewer than beta_max steps). The record keeps the target, the rule's NFE and the measured NFE.
@@ -44,35 +45,18 @@ Features = Callable[[np.ndarray], np.ndarray]  # uint8 images (or float points) 
 
 # --- NFE <-> setting ------------------------------------------------------------------------------------------------
 def _nfe_line(s, num_scales: int) -> Optional[tuple[str, int, int]]:
-    """(knob, a, b) with NFE = a * knob + b for setting `s`, or None for the adaptive ODE solver."""
-    d = int(bool(s.noise_removal))
-    if s.method == "ode":
-        return None
-    if s.method == "ald":
-        return "n_steps_each", num_scales, d
-    if s.method == "heun":
-        return "num_steps", s.solver_order, d
-    if s.method == "dpm_solver":
-        return "num_steps", 1 if s.multistep else s.solver_order, d
-    if s.method == "ddim":
-        return "num_steps", 1, d
-    p = int(s.predictor != "none")
-    cn = s.n_steps_each if s.corrector != "none" else 0
-    if s.order == "paper" and p:
-        return "num_steps", p + cn, -cn  # M + (M - 1) c n
-    return "num_steps", p + cn, 0
+    """(knob, a, b) with NFE = a * knob + b for setting `s`, or None for an adaptive method (the ODE solver)."""
+    return sampling.method(s.method).nfe_line(s, num_scales)
 
 
 def nfe_of(s, num_scales: int) -> Optional[int]:
-    """Score evaluations per sample of setting `s` (a SamplingConfig); None for the adaptive ODE solver."""
-    line = _nfe_line(s, num_scales)
-    if line is None:
-        return None
-    knob, a, b = line
-    value = getattr(s, knob)
-    if knob == "num_steps" and value is None:
-        value = num_scales  # pc: the SDE's N
-    return a * int(value) + b
+    """Score evaluations per sample of setting `s` (a SamplingConfig); None for an adaptive method (the ODE solver)."""
+    return sampling.method(s.method).nfe(s, num_scales)
+
+
+def sampler_label(s) -> str:
+    """How the report names setting `s`: its method's label (the report reaches the samplers through here)."""
+    return sampling.method(s.method).label(s)
 
 
 def setting_for_nfe(s, target: int, num_scales: int):
@@ -93,7 +77,7 @@ def sweep(s, nfe: list[int], ode_tols: list[float], num_scales: int,
           problem: Optional[Callable[[object], Optional[str]]] = None) -> tuple[list[tuple], list[dict]]:
     """The curve's points [(target NFE or None, setting)]: the ODE over its tolerances, the rest over `nfe`; and the
     skipped targets [{"target_nfe", "reason"}]. problem(setting) -> why a setting is invalid (None: valid)."""
-    if s.method == "ode":
+    if _nfe_line(s, num_scales) is None:  # adaptive: the ODE solver's tolerances
         return [(None, s.model_copy(update={"rtol": tol, "atol": tol})) for tol in ode_tols], []
     out, skipped, seen = [], [], set()
     for target in nfe:

@@ -129,6 +129,18 @@ def torch_file_problem(path: str | Path) -> str | None:
     return "truncated or corrupt?"
 
 
+def check_torch_file(path: str | Path, fix: str = "") -> Path:
+    """`path`, when it is a file that torch.save can have written; else a CheckpointError naming it, what is wrong
+    (`torch_file_problem`) and `fix` (appended as it is). Used before every torch.load of a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    problem = torch_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem}){fix}")
+    return path
+
+
 def to_project_checkpoint(params, model_sd: dict, ema_sd: dict | None, step: int) -> dict:
     """The dict that `torch.save` writes as a project checkpoint (the train stage and `import` both write this)."""
     return {"format": FORMAT, "params": params.model_dump(mode="json"), "model": dict(model_sd),
@@ -153,12 +165,7 @@ def check_state_dict(net: nn.Module, state: dict, what: str = "weights") -> None
 
 def read_project_checkpoint(path: str | Path) -> dict:
     """torch.load (tensors only) and check the project format; any failure is one CheckpointError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    problem = torch_file_problem(path)
-    if problem:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem})")
+    path = check_torch_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"

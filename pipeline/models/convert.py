@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, check_state_dict, torch_file_problem
+from pipeline.models.checkpoint import CheckpointError, CheckpointMismatch, check_state_dict, check_torch_file
 
 __all__ = ["CheckpointMismatch", "UntrustedCheckpoint", "convert", "convert_ncsn", "convert_ncsnv2", "convert_score_sde",
            "read_reference_checkpoint"]
@@ -30,12 +30,7 @@ def read_reference_checkpoint(path: str | Path, trust: bool = False) -> Any:
 
     A file that torch.save cannot have written (empty, truncated, random bytes, text) is refused before torch.load,
     whose weights-only refusal would otherwise read as "Python objects besides tensors" for it too."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    problem = torch_file_problem(path)
-    if problem:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem}); check the path, or download it again")
+    path = check_torch_file(path, "; check the path, or download it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # a whole, well-formed pickle that names more than tensors

@@ -4,7 +4,7 @@ Komodakis 2016) whose residual blocks receive an embedding of the noise level, a
 The paper's CIFAR-10 classifier is a WRN-28-10 with random Fourier features of the noise level; here the width
 (`nf` × `ch_mult`), the depth (`num_res_blocks` per stage) and the Fourier scale are settings (`eval.classifier`),
 so a small preset trains on Fashion-MNIST in a CPU minute. The network sees (x_in, noise label) and returns logits;
-what x_in and the label are for an SDE (c_in x(t), log σ̂(t)) is `pipeline.training.noise_classifier.classifier_inputs`.
+what x_in and the label are for an SDE (c_in x(t), log σ̂(t)) is `pipeline.training.noise_classifier.noise_classifier_inputs`.
 """
 from __future__ import annotations
 

@@ -1,26 +1,14 @@
 """Model registry: networks are looked up by `model.name` and built from the params block only."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn as nn
 
 from pipeline.config import ParamsError
+from pipeline.names import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    """Class decorator: `@register("ncsnpp")` makes the network buildable as `model.name: ncsnpp`."""
-
-    def wrap(cls):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = cls
-        return cls
-
-    return wrap
+_MODELS = Registry("model")  # name -> network class (Callable[[params], nn.Module])
+register = _MODELS.register  # class decorator: `@register("ncsnpp")` makes the network buildable as `model.name: ncsnpp`
 
 
 def names() -> list[str]:

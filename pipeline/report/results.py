@@ -22,8 +22,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.metrics.curves import sampler_label as method_label
 from pipeline.metrics.inception import INCEPTION_ENV_VAR, INCEPTION_FILENAME, INCEPTION_PARAM
 from pipeline.metrics.inception_score import is_protocol
+from pipeline.names import DATASET_TABLE
 from pipeline.report import published
 from pipeline.report import seeds as report_seeds
 from pipeline.report.render import Table, latex, markdown, table_html, table_latex, table_markdown, tex_escape
@@ -33,9 +35,6 @@ __all__ = ["Table", "latex", "markdown", "table_html", "table_latex", "table_mar
 
 NOT_RUN = "not run"
 NO_PAPER = "—"
-DATASET_NAMES = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "celeba": "CelebA",
-                 "digits": "digits", "gmm": "2-D Gaussian mixture", "swiss_roll": "2-D Swiss roll",
-                 "checkerboard": "2-D checkerboard"}
 NETS = {"inception": "Inception-v3", "classifier": "dataset-classifier features"}
 # the paper metrics (Inception) and our offline stand-ins (dataset classifier) under the same column
 LABELS = {"fid": "FID ↓", "is": "IS ↑"}
@@ -44,7 +43,8 @@ OFFLINE_LABELS = {"fd": "FD ↓", "is": "IS ↑"}
 
 
 def dataset_name(ds: str) -> str:
-    return DATASET_NAMES.get(ds, ds)
+    """The dataset's name in reports (its record's `display`; an unknown name as it is)."""
+    return DATASET_TABLE[ds].display if ds in DATASET_TABLE else ds
 
 
 PAPER_DATA = dataset_name(published.DATASET)
@@ -182,8 +182,8 @@ def inception(ev: dict | None, m: str):
     return metric(ev, "inception", m)
 
 
-def classifier(ev: dict | None, m: str):
-    return metric(ev, "classifier", m)
+def dataset_classifier(ev: dict | None, m: str):
+    return metric(ev, "classifier", m)  # the dataset classifier's block: its JSON key kept for compatibility
 
 
 def availability(evs: list[dict | None], net: str, key: str) -> tuple[str, str | None]:
@@ -224,21 +224,8 @@ def _paper(entry: dict | None, key: str) -> tuple[float, float | None] | None:
 
 
 def sampler_label(s) -> str:
-    if s.method == "ode":
-        return f"ODE ({s.ode_method}, rtol {s.rtol:g})"
-    if s.method == "ald":
-        return f"ALD ({s.n_steps_each} steps/level, {s.step_convention} step)"
-    if s.method == "heun":
-        churn = f", churn {s.s_churn:g}" if s.s_churn > 0 else ""
-        return f"{'Heun' if s.solver_order == 2 else 'Euler'} (EDM), {s.num_steps} steps{churn}"
-    if s.method == "dpm_solver":
-        name = f"DPM-Solver++({s.solver_order}M)" if s.multistep else f"DPM-Solver-{s.solver_order}"
-        return f"{name}, {s.num_steps} steps"
-    if s.method == "ddim":
-        return f"DDIM (eta {s.eta:g}), {s.num_steps} steps"
-    pred = s.predictor + (" (probability flow)" if s.probability_flow else "")
-    steps = f", {s.num_steps} steps" if s.num_steps else ""
-    return f"PC: {pred} + {s.corrector}" + (f", snr {s.snr:g}" if s.corrector != "none" else "") + steps
+    """How the report names a sampler setting: its method's `label` (pipeline/samplers/methods/<method>.py)."""
+    return method_label(s)
 
 
 def sampler_text(name: str, s) -> str:
@@ -299,7 +286,7 @@ def quality_blocks(items: list[tuple[dict, dict | None]], keys: tuple[str, ...],
     inc_state, inc_reason = availability(evs, "inception", keys[0])
     cl_state, cl_reason = availability(evs, "classifier", OFFLINE[keys[0]])
     show_inc = inc_state == "some" or (inc_state == "pending" and "inception" in nets)
-    show_cl = (cl_state == "some" and any(isinstance(classifier(ev, OFFLINE[keys[0]]), dict) and (
+    show_cl = (cl_state == "some" and any(isinstance(dataset_classifier(ev, OFFLINE[keys[0]]), dict) and (
         not isinstance(inception(ev, keys[0]), dict) or x["params"].eval.feature_net == "classifier")
         for x, ev in items)) or (cl_state == "pending" and "classifier" in nets)
     above = []
@@ -315,7 +302,7 @@ def quality_blocks(items: list[tuple[dict, dict | None]], keys: tuple[str, ...],
                                   if availability(evs, "inception", k)[0] != "none"]))
     if show_cl:
         ours_blocks.append(Block("ours", f"ours: {data}, dataset classifier",
-                                 [(OFFLINE_LABELS[OFFLINE[k]], [ours_cell(classifier(ev, OFFLINE[k]), k) for ev in evs])
+                                 [(OFFLINE_LABELS[OFFLINE[k]], [ours_cell(dataset_classifier(ev, OFFLINE[k]), k) for ev in evs])
                                   for k in keys if availability(evs, "classifier", OFFLINE[k])[0] != "none"]))
     paper = Block(f"paper ({PAPER_DATA})", f"paper: {PAPER_DATA}, Inception-v3",
                   [(labels[k], [number(*p) if (p := _paper(paper_of(x), k)) else NO_PAPER for x, _ in items])

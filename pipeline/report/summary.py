@@ -11,7 +11,7 @@ from pipeline.report.results import (
     PAPER_DATA,
     Table,
     availability,
-    classifier,
+    dataset_classifier,
     dataset_name,
     inception,
     nfe_text,
@@ -126,7 +126,7 @@ def headline(exps: list[dict]) -> Table:
     for x in exps:
         name = x["default_sampler"]
         ev = x["samplers"][name]["eval"]
-        fid, fd = inception(ev, "fid"), classifier(ev, "fd")
+        fid, fd = inception(ev, "fid"), dataset_classifier(ev, "fd")
         seeds = f", {ev['num_seeds']} seeds" if ev and ev.get("num_seeds") else ""
         seeds = f", {ev['training_seeds']} training seeds" if ev and ev.get("training_seeds") else seeds
         if x["params"].eval.feature_net == "classifier" and isinstance(fd, dict):

@@ -20,7 +20,7 @@ from pipeline.report.results import (
     assemble,
     availability,
     cell,
-    classifier,
+    dataset_classifier,
     dataset_name,
     delta,
     fmt,
@@ -221,7 +221,7 @@ def all_samplers_table(exps: list[dict]) -> Table:
         for k in keys] + ["sampling time"]
 
     def value(ev, net, k):
-        v = inception(ev, k) if net == "inception" else classifier(ev, k)
+        v = inception(ev, k) if net == "inception" else dataset_classifier(ev, k)
         return fmt(v) if isinstance(v, dict) else (v or NOT_RUN)
 
     body = []

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.core import rng
 from pipeline.core.sde import SDE, batch_view
-from pipeline.samplers.sampling import pc_sample
+from pipeline.samplers.sde_samplers import pc_sample
 
 # Orthonormal decoupling for colorization (App. I.2): column 0 = (1,1,1)/sqrt(3) is the gray level; columns 1 and 2
 # span the colour plane. decouple(x)_d = Σ_c x_c M[c, d]; M is orthogonal, so couple = decouple^{-1} uses M^T.

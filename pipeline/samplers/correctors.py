@@ -9,6 +9,9 @@ import torch
 from pipeline import names
 from pipeline.core import rng
 from pipeline.core.sde import SDE, batch_view, langevin_alpha
+from pipeline.samplers.steps import NoStep
+
+CORRECTORS = names.Registry("corrector", names.CORRECTORS)
 
 
 class Corrector:
@@ -33,6 +36,7 @@ class Corrector:
         return x, x_mean
 
 
+@CORRECTORS.register("langevin")
 class LangevinCorrector(Corrector):
     """Langevin with the signal-to-noise rule (Alg. 4): ε = 2 α (r ||z|| / ||s||)^2, x ← x + ε s + sqrt(2ε) z.
 
@@ -47,6 +51,7 @@ class LangevinCorrector(Corrector):
         return 2.0 * langevin_alpha(self.sde, t) * (self.snr * noise_norm / grad_norm) ** 2
 
 
+@CORRECTORS.register("ald")
 class AnnealedLangevinCorrector(Corrector):
     """NCSN's annealed Langevin step inside the PC loop (reference `ald` corrector): ε = 2 α (r std(t))^2."""
 
@@ -55,25 +60,16 @@ class AnnealedLangevinCorrector(Corrector):
         return 2.0 * langevin_alpha(self.sde, t) * (self.snr * std) ** 2
 
 
-class NoneCorrector(Corrector):
+@CORRECTORS.register("none")
+class NoneCorrector(NoStep, Corrector):
     """No corrector (predictor-only samplers)."""
-
-    uses_score = False
 
     def __init__(self, sde: SDE, score_fn, snr: float = 0.0, n_steps: int = 1):
         self.sde, self.score_fn, self.snr, self.n_steps = sde, score_fn, snr, n_steps
 
-    def update(self, x, t, generator):
-        return x, x
 
-
-CORRECTORS = {
-    "langevin": LangevinCorrector,
-    "ald": AnnealedLangevinCorrector,
-    "none": NoneCorrector,
-}
-names.check_registry("corrector", CORRECTORS, names.CORRECTORS)
+CORRECTORS.check()
 
 
 def get_corrector(name: str) -> type[Corrector]:
-    return names.lookup("corrector", CORRECTORS, name)
+    return CORRECTORS.lookup(name)

@@ -304,9 +304,5 @@ def ddim_sample(sde: SDE, score_fn, shape: Sequence[int], num_steps: int = 50, e
     return _finish(model, x, ts[-1], denoise)
 
 
-FAST_SAMPLERS = {"heun": heun_sample, "dpm_solver": dpm_solver_sample, "ddim": ddim_sample}
-names.check_registry("fast sampler", FAST_SAMPLERS, names.FAST_METHODS)
-names.check_registry("default time grid", names.DEFAULT_TIME_GRIDS, names.FAST_METHODS)
-
 __all__ = ["Schedule", "nearest_level_time", "snap_to_levels", "heun_sample", "dpm_solver_sample", "ddim_sample",
-           "FAST_SAMPLERS", "TIME_GRIDS"]
+           "TIME_GRIDS"]

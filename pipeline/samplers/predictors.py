@@ -12,6 +12,9 @@ import torch
 from pipeline import names
 from pipeline.core import rng
 from pipeline.core.sde import SDE, VESDE, VPSDE, batch_view
+from pipeline.samplers.steps import NoStep
+
+PREDICTORS = names.Registry("predictor", names.PREDICTORS)
 
 
 class Predictor:
@@ -27,6 +30,7 @@ class Predictor:
         raise TypeError(f"{type(self).__name__} is abstract")
 
 
+@PREDICTORS.register("euler_maruyama")
 class EulerMaruyamaPredictor(Predictor):
     """x̄ = x + [f - g^2 s] Δt, x = x̄ + g sqrt(|Δt|) z, Δt = -T/N (reverse-time Euler–Maruyama)."""
 
@@ -40,6 +44,7 @@ class EulerMaruyamaPredictor(Predictor):
         return x_mean + batch_view(g, x) * math.sqrt(-dt) * z, x_mean
 
 
+@PREDICTORS.register("reverse_diffusion")
 class ReverseDiffusionPredictor(Predictor):
     """Reverse diffusion (Eq. 46): x̄ = x - f_i + G_i^2 s, x = x̄ + G_i z, from the SDE's own discretization."""
 
@@ -52,6 +57,7 @@ class ReverseDiffusionPredictor(Predictor):
         return x_mean + batch_view(rev_G, x) * z, x_mean
 
 
+@PREDICTORS.register("ancestral_sampling")
 class AncestralSamplingPredictor(Predictor):
     """Ancestral sampling of SMLD / DDPM (App. F, Eq. 47 and 48); VE and VP only, no probability flow.
 
@@ -85,26 +91,16 @@ class AncestralSamplingPredictor(Predictor):
         return x_mean + batch_view(std, x) * z, x_mean
 
 
-class NonePredictor(Predictor):
+@PREDICTORS.register("none")
+class NonePredictor(NoStep, Predictor):
     """No predictor (corrector-only "C2000" samplers)."""
-
-    uses_score = False
 
     def __init__(self, sde: SDE, score_fn, probability_flow: bool = False):
         self.sde, self.score_fn, self.probability_flow = sde, score_fn, probability_flow
 
-    def update(self, x, t, generator):
-        return x, x
 
-
-PREDICTORS = {
-    "euler_maruyama": EulerMaruyamaPredictor,
-    "reverse_diffusion": ReverseDiffusionPredictor,
-    "ancestral_sampling": AncestralSamplingPredictor,
-    "none": NonePredictor,
-}
-names.check_registry("predictor", PREDICTORS, names.PREDICTORS)
+PREDICTORS.check()
 
 
 def get_predictor(name: str) -> type[Predictor]:
-    return names.lookup("predictor", PREDICTORS, name)
+    return PREDICTORS.lookup(name)

@@ -1,186 +1,36 @@
-"""Samplers: predictor-corrector (Score SDE, Alg. 1–3), the probability-flow ODE with a black-box solver (Sec. 4.3)
-and NCSN v1 annealed Langevin dynamics (Song & Ermon 2019, Alg. 1). Each returns (samples, NFE). The few-step
-solvers (Heun / EDM, DPM-Solver, DDIM) are in `pipeline.samplers.fast_samplers`; `draw` runs any of them from params.
+"""Sampling an experiment: `draw(params, setting, net, n, generators)` runs the setting's method (`sampling.method`)
+on the experiment's SDE and network; `sample_with_score` runs it with any score function (class-conditional
+guidance). Importing this module registers every method (pipeline/samplers/methods/, one module each; the registry
+is `pipeline.samplers.method`), as `pipeline.models.zoo` does for the networks.
 
-Time grid and P2000. The PC sampler visits t_k = linspace(T, eps, M)[k], k = 0..M-1, M = `num_steps` (default the
-SDE's N), and each predictor step moves from t_k towards t_k - T/M. When M != N (Table 1's "P2000" with models
-trained on N = 1000 levels), the *sampler* discretizes the same continuous schedule with M levels instead of N:
-VE σ_i = σ(i/(M-1)) (M geometric levels from σmin to σmax, i.e. geometric interpolation between the trained
-levels), VP β_i = β(i/(M-1))/M; continuous-time predictors use Δt = T/M. The score function is unchanged: a
-discretely trained model is queried at its trained level nearest to t (`SDE.level_index` of the model's SDE, in
-`losses.get_score_fn`), a continuous model at t itself. Measured on a 100-level discrete VE model and a Gaussian
-target, 200 steps halve the 100-step sample-variance error (tests/test_samplers.py).
+The samplers themselves: PC, probability-flow ODE and annealed Langevin in `pipeline.samplers.sde_samplers`, the
+few-step solvers in `pipeline.samplers.fast_samplers`; both are re-exported here under their old import paths.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
-
-import numpy as np
 import torch
-from scipy import integrate
-from tqdm.auto import tqdm
 
-from pipeline import names
-from pipeline.core import rng
 from pipeline.core.experiment import make_sde, sample_shape, score_function
-from pipeline.core.sde import SDE, VESDE
-from pipeline.samplers.correctors import get_corrector
-from pipeline.samplers.fast_samplers import ddim_sample, dpm_solver_sample, heun_sample
-from pipeline.samplers.predictors import ReverseDiffusionPredictor, get_predictor
+from pipeline.samplers.fast_samplers import ddim_sample, dpm_solver_sample, heun_sample  # noqa: F401
+from pipeline.samplers.method import METHODS, method, sampling_eps  # noqa: F401
+from pipeline.samplers.methods import ald, ddim, dpm_solver, heun, ode, pc  # noqa: F401  (register the methods)
+from pipeline.samplers.sde_samplers import (  # noqa: F401
+    ALD_CONVENTIONS,
+    PC_ORDERS,
+    CountingScore,
+    ald_sample,
+    ode_sample,
+    pc_sample,
+)
 from pipeline.speed import compiled
 
-PC_ORDERS = names.PC_ORDERS
-# NCSN v1 step rules, with α_i = ε σ_i^2 / σ_L^2 (docs/papers.md §3). Stages record the name and this text.
-ALD_CONVENTIONS = {
-    "paper": "x <- x + (a_i/2) s + sqrt(a_i) z, a_i = eps * sigma_i^2 / sigma_L^2 (NCSN paper, Alg. 1)",
-    "reference": "x <- x + a_i s + sqrt(2 a_i) z, a_i = eps * sigma_i^2 / sigma_L^2 (ermongroup/ncsn code)",
-}
-names.check_registry("ALD convention", ALD_CONVENTIONS, names.ALD_CONVENTIONS)
-METHODS = ("pc", "ode", "ald", "heun", "dpm_solver", "ddim")  # what `draw` dispatches on
-names.check_registry("sampling method", METHODS, names.SAMPLING_METHODS)
-Projection = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
+METHODS.check()  # every method of names.SAMPLING_METHOD_TABLE registered, and no other
 
 
-class CountingScore:
-    """Wraps a score function and counts its evaluations (the NFE)."""
-
-    def __init__(self, score_fn):
-        self.score_fn, self.calls = score_fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.score_fn(x, t)
-
-
-@torch.no_grad()
-def pc_sample(sde: SDE, score_fn, shape: Sequence[int], predictor: str = "euler_maruyama", corrector: str = "none",
-              snr: float = 0.16, n_steps: int = 1, eps: float = 1e-3, denoise: bool = True, generator=None,
-              order: str = "reference", num_steps: Optional[int] = None, device="cpu", progress: bool = False,
-              probability_flow: bool = False, x_init: Optional[torch.Tensor] = None,
-              project: Optional[Projection] = None, dtype=torch.float32) -> tuple[torch.Tensor, int]:
-    """Predictor-corrector sampling of the reverse SDE from the prior at T down to `eps`.
-
-    order: "reference" runs the corrector then the predictor at each t_k (score_sde code); "paper" runs the
-      predictor at t_k, then the corrector at the time it arrived at, t_{k+1} (Alg. 1 of the paper; no corrector
-      after the last predictor step, so NFE = M + (M-1) n_steps). Corrector-only samplers visit every t_k either way.
-    denoise: return the last predictor step's noise-free x̄. Corrector-only samplers return x either way (as the
-      reference does): a Langevin step's noise belongs to the MCMC target, and dropping it shrinks the variance by
-      about 4 r^2 (about 20% at r = 0.22).
-    x_init: start here instead of a prior draw; project(x, x_mean, t, generator) -> (x, x_mean) is applied after
-      every predictor and corrector update (used by inpainting and colorization).
-    NFE counts score evaluations actually made.
-    """
-    if order not in PC_ORDERS:
-        raise ValueError(f"unknown PC order {order!r}; expected one of {PC_ORDERS}")
-    M = int(num_steps or sde.N)
-    sampling_sde = sde if M == sde.N else sde.with_num_scales(M)
-    counted = CountingScore(score_fn)
-    P = get_predictor(predictor)(sampling_sde, counted, probability_flow)
-    C = get_corrector(corrector)(sampling_sde, counted, snr, n_steps)
-    use_p = getattr(P, "uses_score", True)
-    use_c = getattr(C, "uses_score", True)
-    if x_init is None:
-        x = sde.prior_sampling(shape, generator, device=device, dtype=dtype)
-    else:
-        x = x_init.to(device=device, dtype=dtype)
-    x_mean = x
-    times = torch.linspace(sde.T, eps, M, dtype=torch.float64)
-    b = x.shape[0]
-
-    def step(update, x, t):
-        vec_t = torch.full((b,), float(t), device=device, dtype=dtype)
-        x, x_mean = update(x, vec_t, generator)
-        if project is not None:
-            x, x_mean = project(x, x_mean, vec_t, generator)
-        return x, x_mean
-
-    paper = order == "paper" and use_p
-    for k in tqdm(range(M), disable=not progress, desc="PC sampling", leave=False):
-        if use_c and not paper:
-            x, x_mean = step(C.update, x, times[k])
-        if use_p:
-            x, x_mean = step(P.update, x, times[k])
-        if use_c and paper and k + 1 < M:
-            x, _ = step(C.update, x, times[k + 1])  # the final x_mean stays the last predictor step's
-    return (x_mean if denoise and use_p else x), counted.calls
-
-
-@torch.no_grad()
-def ode_sample(sde: SDE, score_fn, shape: Sequence[int], rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
-               method: str = "RK45", denoise: bool = False, generator=None, device="cpu",
-               z: Optional[torch.Tensor] = None, dtype=torch.float32) -> tuple[torch.Tensor, int]:
-    """Probability-flow ODE dx/dt = f - 1/2 g^2 s (Eq. 13) solved with scipy `solve_ivp` from T to eps.
-
-    Starts from `z` or a prior draw. NFE = the solver's function evaluations (+1 for the optional final
-    denoising step: one reverse-diffusion step at eps without noise). The solver's adaptive step sees the whole
-    batch as one state, so a sample depends on the rest of its batch through the step sizes (within rtol/atol).
-    """
-    x0 = sde.prior_sampling(shape, generator, device=device, dtype=dtype) if z is None else z.to(device, dtype)
-    shape = tuple(x0.shape)
-    rsde = sde.reverse(score_fn, probability_flow=True)
-
-    def ode_func(t, y):
-        x = torch.from_numpy(y.reshape(shape)).to(device=device, dtype=dtype)
-        vec_t = torch.full((shape[0],), float(t), device=device, dtype=dtype)
-        return rsde.sde(x, vec_t)[0].detach().cpu().numpy().reshape(-1).astype(np.float64)
-
-    sol = integrate.solve_ivp(ode_func, (sde.T, eps), x0.detach().cpu().numpy().reshape(-1).astype(np.float64),
-                              rtol=rtol, atol=atol, method=method)
-    if not sol.success:
-        raise RuntimeError(f"probability-flow ODE solver failed: {sol.message}")
-    x = torch.from_numpy(sol.y[:, -1].reshape(shape)).to(device=device, dtype=dtype)
-    nfe = int(sol.nfev)
-    if denoise:
-        vec_eps = torch.full((shape[0],), float(eps), device=device, dtype=dtype)
-        _, x = ReverseDiffusionPredictor(sde, score_fn).update(x, vec_eps, generator)
-        nfe += 1
-    return x, nfe
-
-
-@torch.no_grad()
-def ald_sample(sde: VESDE, score_fn, shape: Sequence[int], n_steps_each: int = 100, step_lr: float = 2e-5,
-               convention: str = "paper", denoise: bool = False, generator=None, init: str = "uniform",
-               device="cpu", progress: bool = False, dtype=torch.float32) -> tuple[torch.Tensor, int]:
-    """NCSN v1 annealed Langevin dynamics over the N geometric levels σmax = σ_1 > ... > σ_L = σmin.
-
-    Level i is visited at t_i = linspace(1, 0, N)[i], so σ(t_i) is exactly the i-th level and a discretely trained
-    NCSN receives label i (`get_score_fn`). Step rules: `ALD_CONVENTIONS[convention]`. init "uniform": x ~ U[0,1)
-    (NCSN v1, data in [0,1]; the caller maps ranges); "prior": x ~ N(0, σmax^2 I). denoise adds σ_L^2 s(x, σ_L)
-    (Tweedie's formula, as in NCSNv2) at one extra score evaluation.
-    """
-    if not isinstance(sde, VESDE):
-        raise ValueError("annealed Langevin dynamics runs on the VE SDE's noise levels")
-    if convention not in ALD_CONVENTIONS:
-        raise ValueError(f"unknown ALD convention {convention!r}; expected one of {sorted(ALD_CONVENTIONS)}")
-    if init == "uniform":
-        x = rng.rand(shape, generator, device=device, dtype=dtype)
-    elif init == "prior":
-        x = sde.prior_sampling(shape, generator, device=device, dtype=dtype)
-    else:
-        raise ValueError(f"unknown ALD init {init!r}; expected 'uniform' or 'prior'")
-    times = torch.linspace(sde.T, 0.0, sde.N, dtype=torch.float64)
-    sigma_L = sde.sigma_min
-    b, nfe = x.shape[0], 0
-    for i in tqdm(range(sde.N), disable=not progress, desc="annealed Langevin", leave=False):
-        vec_t = torch.full((b,), float(times[i]), device=device, dtype=dtype)
-        sigma_i = float(sde.sigma(times[i]))
-        alpha = step_lr * (sigma_i / sigma_L) ** 2
-        drift_step, noise_std = (alpha / 2, alpha ** 0.5) if convention == "paper" else (alpha, (2 * alpha) ** 0.5)
-        for _ in range(n_steps_each):
-            grad = score_fn(x, vec_t)
-            nfe += 1
-            x = x + drift_step * grad + noise_std * rng.randn(x.shape, generator, device=device, dtype=dtype)
-    if denoise:
-        vec_t = torch.zeros((b,), device=device, dtype=dtype)
-        x = x + sigma_L ** 2 * score_fn(x, vec_t)
-        nfe += 1
-    return x, nfe
-
-
-# --- sampling an experiment: its SDE, its network and one sampler setting ------------------------------------------
-def sampling_eps(params, s) -> float:
-    """The sampler's end time ε: the setting, else 1e-5 for VE and 1e-3 for VP / sub-VP (docs/papers.md §3)."""
-    return s.eps or (1e-5 if params.training.sde == "vesde" else 1e-3)
+def sample_with_score(params, s, sde, score_fn, shape, generator, device="cpu") -> tuple[torch.Tensor, int]:
+    """Samples of `shape` with setting `s` (a SamplingConfig) and any score function on the experiment's SDE, in the
+    model's data range, and the number of score evaluations. `generator`: one per row."""
+    return method(s.method).sample(params, s, sde, score_fn, shape, generator, device)
 
 
 def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor, int]:
@@ -189,34 +39,4 @@ def draw(params, s, net, n: int, generator, device="cpu") -> tuple[torch.Tensor,
     sde = make_sde(params)
     what = "sampling.cuda_graphs" if s.cuda_graphs else "sampling.compile"
     score_fn = score_function(params, sde, compiled.cached(net, s.compile, what, cuda_graphs=s.cuda_graphs))
-    shape = sample_shape(params, n)
-    if s.method == "ode":
-        return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=sampling_eps(params, s),
-                          method=s.ode_method, denoise=s.noise_removal, generator=generator, device=device)
-    if s.method in names.FAST_METHODS:
-        return fast_draw(params, s, sde, score_fn, shape, generator, device)
-    if s.method == "ald":
-        x, nfe = ald_sample(sde, score_fn, shape, n_steps_each=s.n_steps_each, step_lr=s.step_lr,
-                            convention=s.step_convention, denoise=s.noise_removal, generator=generator,
-                            device=device)
-        return (x * 2 - 1 if params.data.centered else x), nfe  # ALD starts from U[0,1]: its range is the data's
-    return pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                     n_steps=s.n_steps_each, eps=sampling_eps(params, s), denoise=s.noise_removal,
-                     generator=generator, probability_flow=s.probability_flow, order=s.order,
-                     num_steps=s.num_steps, device=device)
-
-
-def fast_draw(params, s, sde: SDE, score_fn, shape, generator, device="cpu") -> tuple[torch.Tensor, int]:
-    """A fast sampler (`pipeline.samplers.fast_samplers`) with setting `s`: its grid defaults to names.DEFAULT_TIME_GRIDS, a
-    discretely trained model has its grid snapped to its levels, `noise_removal` returns x̂_0 at ε (one more NFE)."""
-    common = dict(num_steps=s.num_steps, eps=sampling_eps(params, s), rho=s.rho,
-                  time_grid=s.time_grid or names.DEFAULT_TIME_GRIDS[s.method], denoise=s.noise_removal,
-                  generator=generator, device=device, discrete=not params.training.continuous)
-    if s.method == "heun":
-        return heun_sample(sde, score_fn, shape, order=s.solver_order, s_churn=s.s_churn, s_tmin=s.s_tmin,
-                           s_tmax=s.s_tmax, s_noise=s.s_noise, **common)
-    if s.method == "dpm_solver":
-        return dpm_solver_sample(sde, score_fn, shape, order=s.solver_order, multistep=s.multistep, **common)
-    if s.method == "ddim":
-        return ddim_sample(sde, score_fn, shape, eta=s.eta, **common)
-    raise ValueError(f"unknown fast sampler {s.method!r}; expected one of {names.FAST_METHODS}")
+    return sample_with_score(params, s, sde, score_fn, sample_shape(params, n), generator, device)

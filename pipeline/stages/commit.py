@@ -21,6 +21,13 @@ from pipeline.io import provenance
 from pipeline.stages.common import check_name_arg
 from pipeline.workflow import dag
 
+SPECS = [  # these commands' declarations, read by the CLI (pipeline/workflow/commands.py)
+    dict(command="stale", order=140, help="print the outputs of every stale stage (dvc status, or a provenance stamp "
+                                          "that differs) for snakemake --forcerun"),
+    dict(command="commit", order=150,
+         help="record in dvc.lock the stages whose outputs were made by their current code, params and data"),
+]
+
 
 def add_arguments(p, name: str) -> None:
     p.add_argument("--suite", default="default", help="suite name (the `suite:` key of the params files)")

@@ -25,19 +25,29 @@ from pipeline.core.experiment import is_points, make_sde, score_function
 from pipeline.core.rng import generator
 from pipeline.core.scaling import to_model_range, to_uint8, to_unit
 from pipeline.io import atomic, checkpoint, data, tracking
-from pipeline.io.classifier_checkpoint import CLASSIFIER_FILE, load_classifier
-from pipeline.metrics.classifier import EVALUATOR_FILE, evaluator_features
+from pipeline.metrics.dataset_classifier import EVALUATOR_FILE, evaluator_features
+from pipeline.models.noise_classifier import make_noise_classifier
+from pipeline.samplers import sampling
 from pipeline.samplers.controllable import conditional_score_fn, pc_colorize, pc_inpaint
-from pipeline.samplers.sampling import fast_draw, ode_sample, pc_sample, sampling_eps
+from pipeline.samplers.sampling import sampling_eps
 from pipeline.stages.common import add_common_arguments, device, load_context, require
 from pipeline.training.noise_classifier import logp_fn
 
 NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this dataset has 1 channel"
-CLASS_NAMES = {  # the datasets' label order (torchvision)
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
+
+
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="controllable",
+    help="inpainting / colorization examples from a few test images, class-conditional samples (PNG grids)",
+    scope="experiment", order=80, when="eval.controllable", deps=("train", "prepared"),
+    deps_if={"'class_conditional' in eval.controllable": ("classifier", "evaluator")},  # guidance; accuracy
+    outs=("controllable",),
+    params=("seed", "sampling", "eval.controllable", "eval.controllable_images", "eval.controllable_steps",
+            "eval.class_conditional"),
+    gpu=True,
+    snakemake_report={"controllable": {"patterns": ["{task}.png"], "category": "Controllable generation",
+                                       "labels": {"experiment": "{exp}", "task": "{task}"}}},
+)
 
 
 def add_arguments(p, name: str) -> None:
@@ -110,27 +120,21 @@ def run_task(task: str, p, sde, score_fn, x0: torch.Tensor, device: str) -> tupl
 
 
 def sample_with_score(p, s, sde, score_fn, shape, gens, device: str) -> tuple[torch.Tensor, int]:
-    """Samples of shape `shape` with any score function and the setting `s` (pc, ode or a fast sampler; the params
-    validation rules out ald), as `sampling.draw` does for the unconditional score."""
-    eps = sampling_eps(p, s)
-    if s.method in names.FAST_METHODS:
-        return fast_draw(p, s, sde, score_fn, shape, gens, device)
-    if s.method == "ode":
-        return ode_sample(sde, score_fn, shape, rtol=s.rtol, atol=s.atol, eps=eps, method=s.ode_method,
-                          denoise=s.noise_removal, generator=gens, device=device)
-    return pc_sample(sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                     n_steps=s.n_steps_each, eps=eps, denoise=s.noise_removal, generator=gens,
-                     probability_flow=s.probability_flow, order=s.order, num_steps=s.num_steps, device=device)
+    """Samples of shape `shape` with any score function and the setting `s` (a method that takes any score: the
+    params validation rules out the others, names.SAMPLING_METHOD_TABLE), as `sampling.draw` does for the
+    unconditional score."""
+    return sampling.sample_with_score(p, s, sde, score_fn, shape, gens, device)
 
 
 def class_conditional(ctx, sde, score_fn, device: str) -> tuple[dict, list[torch.Tensor]]:
-    """Class-conditional samples (Score SDE Eq. 48-49) and their accuracy under the evaluator classifier; returns
+    """Class-conditional samples (Score SDE Eq. 48-49) and their accuracy under the evaluator's dataset classifier; returns
     (info, one PNG row per class in [0, 1])."""
     p = ctx.params
     cc = p.eval.class_conditional
     folder = ctx.path("classifier")
-    clf = load_classifier(require(folder / CLASSIFIER_FILE, "noise-conditional classifier",
-                                  f"run `python -m pipeline classifier --params {ctx.params_path}`"), device)
+    clf = checkpoint.load_noise_classifier(require(folder / checkpoint.NOISE_CLASSIFIER_FILE, "noise-conditional classifier",
+                                                   f"run `python -m pipeline classifier --params {ctx.params_path}`"),
+                                           make_noise_classifier, device)
     clf_metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
     evaluator = require(ctx.path("evaluator") / EVALUATOR_FILE, "evaluator classifier",
                         f"run `python -m pipeline evaluator --dataset {p.data.dataset}`").parent
@@ -147,12 +151,13 @@ def class_conditional(ctx, sde, score_fn, device: str) -> tuple[dict, list[torch
     _, logits = evaluator_features(evaluator, images)
     hit = logits.argmax(1) == labels.cpu().numpy()
     info = {"status": "done", "num_classes": k, "samples_per_class": n, "guidance_scale": cc.guidance_scale,
-            "method": s.method, "predictor": s.predictor if s.method == "pc" else None,
-            "corrector": s.corrector if s.method == "pc" else None, "num_steps": s.num_steps or sde.N,
+            "method": s.method, "predictor": s.predictor if "predictor" in names.sampling_method(s.method).keys else None,
+            "corrector": s.corrector if "corrector" in names.sampling_method(s.method).keys else None,
+            "num_steps": s.num_steps or sde.N,
             "eps": sampling_eps(p, s), "nfe": int(nfe), "seconds": round(seconds, 2),
             "evaluator_accuracy": float(hit.mean()),
             "evaluator_accuracy_per_class": [float(hit[c * n:(c + 1) * n].mean()) for c in range(k)],
-            "class_names": CLASS_NAMES.get(p.data.dataset, [str(c) for c in range(k)]),
+            "class_names": list(names.DATASET_TABLE[p.data.dataset].class_names or [str(c) for c in range(k)]),
             "classifier_test_accuracy": clf_metrics.get("test_accuracy"),
             "classifier_seconds": clf_metrics.get("seconds")}
     unit = to_unit(x, p.data.centered).cpu()

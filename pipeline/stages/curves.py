@@ -1,4 +1,4 @@
-"""`curves`: classifier FD against NFE (every sampler of `curves.samplers` over `curves.nfe`, from the final EMA
+"""`curves`: dataset-classifier FD against NFE (every sampler of `curves.samplers` over `curves.nfe`, from the final EMA
 weights) and against training step (`curves.checkpoints`: the EMA weights kept every training.ckpt_freq steps and
 the final ones; the best is picked as Score SDE does for Table 3). Writes runs/<suite>/<exp>/curves/nfe.json and
 ckpt.json: one record per point with its full sampler setting, target and measured NFE, FD per seed, mean and std,
@@ -15,10 +15,23 @@ from pipeline.errors import StageError
 from pipeline.io import atomic, checkpoint, tracking
 from pipeline.io.progress import bar as tqdm
 from pipeline.metrics import curves
-from pipeline.metrics.classifier import evaluator_features
+from pipeline.metrics.dataset_classifier import evaluator_features
 from pipeline.models.checkpoint import CheckpointError, read_project_checkpoint
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
+
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="curves", help="classifier FD against NFE per sampler and against training step (best checkpoint)",
+    scope="experiment", order=100, when="curves is not None and (curves.samplers or curves.checkpoints)",
+    deps=("train", "evaluator"),
+    metrics=("curve_nfe", "curve_ckpt"),  # both written; a curve not asked for says so in its file
+    params=("seed", "sampling", "eval.batch_size", "curves"),
+    gpu=True, priority=2,
+    snakemake_report={
+        "curve_nfe": {"category": "Metrics", "labels": {"experiment": "{exp}", "metrics": "FD against NFE"}},
+        "curve_ckpt": {"category": "Metrics", "labels": {"experiment": "{exp}", "metrics": "FD against training step"}},
+    },
+)
 
 
 def add_arguments(p, name: str) -> None:

@@ -9,6 +9,10 @@ from pipeline.io import atomic
 from pipeline.stages.common import check_name_arg, inside_root
 from pipeline.workflow import dag
 
+SPEC = dict(  # this command's declaration, read by the CLI (pipeline/workflow/commands.py)
+    command="dag", order=160, help="write dvc.yaml for a suite from params/ (the Snakefile reads the same DAG)",
+)
+
 
 def add_arguments(p, name: str) -> None:
     p.add_argument("--suite", action="append", help="suite(s) to write (default: every suite found in params/)")

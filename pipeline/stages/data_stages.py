@@ -4,6 +4,13 @@ from __future__ import annotations
 from pipeline.io import data, tracking
 from pipeline.stages.common import add_common_arguments, dataset_arg
 
+SPECS = [  # the stages' declarations, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    dict(command="download", help="fetch a dataset's raw files (torchvision layout; offline sources first)",
+         scope="dataset", order=10, outs=("raw",), local=True),  # local: compute nodes often lack the internet
+    dict(command="prepare", help="raw files -> uint8 NCHW arrays per split + manifest with sha256",
+         scope="dataset", order=20, deps=("raw",), outs=("prepared",)),
+]
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p, params_required=False)

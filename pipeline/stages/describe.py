@@ -9,6 +9,11 @@ from pipeline.models import zoo as models
 from pipeline.stages.common import add_common_arguments, load_context
 from pipeline.workflow import dag
 
+SPEC = dict(  # this command's declaration, read by the CLI (pipeline/workflow/commands.py)
+    command="describe", order=130,
+    help="print an experiment's resolved params, parameter count and stages as JSON",
+)
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)

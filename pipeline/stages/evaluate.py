@@ -1,6 +1,6 @@
 """`evaluate`: sample quality of one sampler, every metric with its error bar over eval.num_seeds seeds.
 
-Offline metrics use the dataset classifier (FD, KD, classifier IS). Inception-v3 FID / KID / IS are computed only
+Offline metrics use the dataset classifier of the evaluator stage (FD, KD, classifier IS). Inception-v3 FID / KID / IS are computed only
 when the weights file exists; otherwise they are reported as "not computed: weights missing", never substituted, and
 with `eval.feature_net: inception` (the headline FD is Inception FID) a missing weights file is an error (exit 2).
 Both Inception Scores follow `eval.is_splits` (docs/papers.md §8: one split for Score SDE, 10 for NCSN).
@@ -22,7 +22,7 @@ from pipeline.config import ParamsError
 from pipeline.errors import StageError
 from pipeline.io import atomic, data, tracking
 from pipeline.io.atomic import sha256
-from pipeline.metrics.classifier import evaluator_features
+from pipeline.metrics.dataset_classifier import evaluator_features
 from pipeline.metrics.distances import feature_stats, feature_subset, frechet_from_stats, kernel_distance
 from pipeline.metrics.inception import (
     INCEPTION_ENV_VAR,
@@ -40,6 +40,15 @@ from pipeline.metrics.stats import mean_std
 from pipeline.stages.common import add_common_arguments, load_context, require
 from pipeline.stages.common import device as stage_device
 from pipeline.training import launch
+
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="evaluate", help="FD/KD/IS on the classifier; FID/KID/IS on Inception-v3 when its weights exist",
+    scope="sampler", order=60, deps=("samples", "evaluator"), metrics=("eval",),
+    params=("eval.feature_net", "eval.inception_weights", "eval.fid_mode", "eval.is_splits"),
+    gpu=True, processes="eval.num_processes",
+    snakemake_report={"eval": {"category": "Metrics",
+                               "labels": {"experiment": "{exp}", "metrics": "sample quality ({sampler})"}}},
+)
 
 
 def add_arguments(p, name: str) -> None:
@@ -75,8 +84,8 @@ def features_by_rank(fn, images: np.ndarray, batch_size: int, state=None) -> tup
     return np.concatenate([r[1] for r in parts]), logits
 
 
-def classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1, batch_size: int | None = None,
-                       state=None) -> dict:
+def dataset_classifier_metrics(ev_dir, samples: np.ndarray, is_splits: int = 1, batch_size: int | None = None,
+                               state=None) -> dict:
     ref_file = ev_dir / "ref_stats.npz"
     if not ref_file.exists():
         return {"status": "not computed: this dataset has no classifier evaluator"}
@@ -211,7 +220,8 @@ def run(args) -> int:
     with run_ctx as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe), "feature_net": p.eval.feature_net,
-                   "classifier": classifier_metrics(ev_dir, samples, p.eval.is_splits, p.eval.batch_size, state),
+                   # the dataset classifier's block: the key "classifier" kept for compatibility (eval/<sampler>.json)
+                   "classifier": dataset_classifier_metrics(ev_dir, samples, p.eval.is_splits, p.eval.batch_size, state),
                    "inception": inception_metrics(ctx, samples, state)}
         if not main:
             return 0

@@ -1,5 +1,6 @@
-"""`evaluator`: per dataset, train the classifier whose features give the offline FD / KD / IS, and cache the
-reference statistics of the training split (mean, covariance, a feature subset for KD)."""
+"""`evaluator`: per dataset, train the dataset classifier whose features give the offline FD / KD / IS (for as many
+epochs as the dataset's record says: `pipeline.names.Dataset.evaluator_epochs`), and cache the reference statistics
+of the training split (mean, covariance, a feature subset for KD)."""
 from __future__ import annotations
 
 import sys
@@ -9,14 +10,18 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic, data, tracking
-from pipeline.metrics.classifier import classifier_features, save_evaluator, train_classifier
+from pipeline.metrics.dataset_classifier import dataset_classifier_features, save_evaluator, train_dataset_classifier
 from pipeline.metrics.distances import feature_stats, feature_subset
-from pipeline.names import TOY_DATASETS
+from pipeline.names import DATASET_TABLE
 from pipeline.stages.common import add_common_arguments, dataset_arg
 
-# Classifier training per dataset: enough for >= 90% test accuracy on Fashion-MNIST in about two CPU minutes.
-EPOCHS = {"fashion_mnist": 4, "mnist": 2, "cifar10": 15, "digits": 8, "celeba": 0}
 KD_SUBSET = 10000
+
+
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="evaluator", help="train the dataset classifier (offline FD/KD/IS) and cache reference statistics",
+    scope="dataset", order=30, deps=("prepared",), outs=("evaluator",), priority=1,
+)
 
 
 def add_arguments(p, name: str) -> None:
@@ -32,19 +37,20 @@ def run(args) -> int:
     t0 = time.perf_counter()
     metrics: dict = {"dataset": ds}
     with tracking.stage_run(args.root, "datasets", ds, "evaluator") as tracker, atomic.atomic_dir(out) as tmp:
-        if ds in TOY_DATASETS or EPOCHS.get(ds, 0) == 0:
-            feats = x.astype(np.float64).reshape(len(x), -1) if ds in TOY_DATASETS else None
-            metrics["feature_net"] = "identity (2-D points)" if ds in TOY_DATASETS else "none (no labels: Inception only)"
+        points, epochs = DATASET_TABLE[ds].kind == "points", DATASET_TABLE[ds].evaluator_epochs
+        if points or epochs == 0:
+            feats = x.astype(np.float64).reshape(len(x), -1) if points else None
+            metrics["feature_net"] = "identity (2-D points)" if points else "none (no labels: Inception only)"
         else:
             config = {"num_channels": int(x.shape[1]), "image_size": int(x.shape[2]), "num_classes": int(y.max() + 1),
                       "width": 32, "feature_dim": 128}
-            net = train_classifier(x, y, epochs=EPOCHS[ds], generator=torch.Generator().manual_seed(0),
-                                   progress=sys.stderr.isatty(), num_classes=config["num_classes"],
-                                   width=config["width"], feature_dim=config["feature_dim"])
+            net = train_dataset_classifier(x, y, epochs=epochs, generator=torch.Generator().manual_seed(0),
+                                           progress=sys.stderr.isatty(), num_classes=config["num_classes"],
+                                           width=config["width"], feature_dim=config["feature_dim"])
             save_evaluator(tmp, config, net)
-            feats, _ = classifier_features(net.eval(), x, batch_size=256)
-            _, test_logits = classifier_features(net.eval(), xt, batch_size=256)
-            metrics["feature_net"] = "classifier"
+            feats, _ = dataset_classifier_features(net.eval(), x, batch_size=256)
+            _, test_logits = dataset_classifier_features(net.eval(), xt, batch_size=256)
+            metrics["feature_net"] = "classifier"  # the dataset classifier; the name kept for compatibility (metrics.json)
             metrics["test_accuracy"] = float((test_logits.argmax(1) == yt).mean())
         if feats is not None:
             mu, sigma = feature_stats(feats)

@@ -10,6 +10,11 @@ from pipeline.models import zoo as models
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.stages.common import add_common_arguments, load_context
 
+SPEC = dict(  # this command's declaration, read by the CLI (pipeline/workflow/commands.py)
+    command="import", order=120,
+    help="convert a reference checkpoint (score_sde, ncsn, ncsnv2) into this project's format",
+)
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)

@@ -16,6 +16,15 @@ from pipeline.io.progress import bar as tqdm
 from pipeline.metrics.stats import mean_stderr
 from pipeline.stages.common import add_common_arguments, device, load_context
 
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="likelihood", help="test-set bits/dim with the probability-flow ODE",
+    scope="experiment", order=70, when="eval.enable_bpd", deps=("train", "prepared"), metrics=("likelihood",),
+    params=("seed", "eval.bpd_num_repeats", "eval.bpd_max_images", "eval.bpd_estimator", "eval.bpd_rtol",
+            "eval.bpd_atol", "eval.batch_size"),
+    gpu=True, priority=1,
+    snakemake_report={"likelihood": {"category": "Metrics", "labels": {"experiment": "{exp}", "metrics": "bits/dim"}}},
+)
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import StageError
 from pipeline.io import atomic, data, grids, tracking
+from pipeline.names import DATASET_TABLE
 from pipeline.report import browser, figures
 from pipeline.report import html as report_html
 from pipeline.report import results as report
@@ -30,6 +31,18 @@ from pipeline.workflow import outputs
 WIDTHS = (1280, 800)
 PREVIEW = (1280, 1800)
 REAL_SEED = 0  # the training images of the real-data grid: a fixed draw from the prepared training split
+
+
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="report", help="paper-style tables beside the published numbers (Markdown, LaTeX, HTML)",
+    # what it reads of every stage of the suite: metrics, loss curves, sample folders (grid.png, info.json),
+    # controllable examples, the prepared training split (its grid of real images), the evaluator's metrics.json
+    scope="suite", order=110,
+    deps=("train_metrics", "loss_curve", "eval", "likelihood", "curve_nfe", "curve_ckpt", "samples", "controllable",
+          "prepared", "evaluator"),
+    uncached=("report",),
+    snakemake_report={"report": {"patterns": ["{page}.html", "figures/{figure}.png"], "category": "Report"}},
+)
 
 
 def add_arguments(p, name: str) -> None:
@@ -52,7 +65,7 @@ def real_grid(root: Path, dataset: str, png: Path, n_points: int) -> str:
 
 def _loss_label(p) -> str:
     t = p.training
-    dims = p.data.num_channels * p.data.image_size ** 2 if p.data.dataset not in ("gmm", "swiss_roll", "checkerboard") else 2
+    dims = 2 if DATASET_TABLE[p.data.dataset].kind == "points" else p.data.num_channels * p.data.image_size ** 2
     how = "mean" if t.reduce_mean else "½ × sum"
     return f"{'DSM' if t.continuous else 'discrete'} loss per sample\n({how} over {dims} dims, unitless)"
 
@@ -95,7 +108,7 @@ def _figures(root: Path, exps: list[dict], datasets: dict, fig_dir: Path) -> tup
                 ev = s["eval"]
                 if not _points_over_data(root, x, sampler, s, fig_dir / name):
                     shutil.copyfile(grid, fig_dir / name)
-                fd, fid = report.classifier(ev, "fd"), report.inception(ev, "fid")
+                fd, fid = report.dataset_classifier(ev, "fd"), report.inception(ev, "fid")
                 q = (f"; FID {report.ours(fid)[2]}" if isinstance(fid, dict) else
                      f"; FD {report.ours(fd)[2]}" if isinstance(fd, dict) else "")
                 pm = (ev or {}).get("points") or {}

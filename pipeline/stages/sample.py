@@ -21,6 +21,15 @@ from pipeline.samplers import sampling
 from pipeline.stages.common import add_common_arguments, load_context
 from pipeline.training import launch
 
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="sample", help="draw eval.num_samples samples with one sampler setting (.npz + grid PNG)",
+    scope="sampler", order=50, deps=("train",), outs=("samples",),
+    params=("seed", "sampling", "eval.num_samples", "eval.num_seeds", "eval.batch_size", "samplers.{sampler}"),
+    gpu=True, processes="eval.num_processes", priority=2,
+    snakemake_report={"samples": {"patterns": ["{figure}.png"], "category": "Samples",
+                                  "labels": {"experiment": "{exp}", "sampler": "{sampler}"}}},
+)
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)
@@ -85,7 +94,8 @@ def run(args) -> int:
             info = {"sampler": args.sampler, "settings": s.model_dump(), "nfe": float(np.mean(nfes)),
                     "num_samples": n, "num_seeds": p.eval.num_seeds, "seconds": round(seconds, 2),
                     "seconds_per_sample": seconds / (n * p.eval.num_seeds),
-                    "ald_step_convention": s.step_convention if s.method == "ald" else None,
+                    "ald_step_convention": s.step_convention if "step_convention" in sampling.method(s.method).spec.keys
+                    else None,
                     "mixed_precision": "no",  # the samplers integrate in float32 (no autocast)
                     "train_mixed_precision": p.training.mixed_precision,
                     "hardware": hardware.describe(state.num_processes),

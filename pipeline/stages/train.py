@@ -21,6 +21,19 @@ from pipeline.training import launch
 from pipeline.training.loop import KEPT_WEIGHTS, train
 from pipeline.workflow.code_deps import stage_code
 
+SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
+    command="train", help="train the experiment's score model with Accelerate (resumable snapshots, EMA)",
+    scope="experiment", order=40, deps=("prepared",), outs=("train",), persist=("snapshots",),
+    metrics=("train_metrics",), plots=("loss_curve",),
+    params=("seed", "data", "model", "training", "optim"),
+    gpu=True, processes="training.num_processes",
+    priority=3,  # training first: the longest stages, each the head of its experiment's chain
+    snakemake_report={
+        "train_metrics": {"category": "Training", "labels": {"experiment": "{exp}", "file": "metrics"}},
+        "loss_curve": {"category": "Training", "labels": {"experiment": "{exp}", "file": "loss curve"}},
+    },
+)
+
 
 def add_arguments(p, name: str) -> None:
     add_common_arguments(p)
@@ -51,7 +64,7 @@ def resume_fingerprint(ctx) -> str:
     """The digest of what makes a training step: the train stage's code, the prepared data and the resolved params
     of the groups train tracks, minus RESUME_SAFE (pipeline.io.provenance)."""
     dumped = ctx.params.model_dump(mode="json")
-    values = provenance.tracked_values(dumped, ["seed", "data", "model", "training", "optim"])
+    values = provenance.tracked_values(dumped, list(SPEC["params"]))
     for key in RESUME_SAFE:
         group, name = key.split(".")
         values[group] = {k: v for k, v in values[group].items() if k != name}
@@ -72,8 +85,6 @@ def loss_csv(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float
 
 def run(args, on_step=None, on_snapshot_write=None) -> int:
     """Train and write the outputs. on_step / on_snapshot_write: `pipeline.training.loop.train`'s fault-injection hooks."""
-    from accelerate import Accelerator
-
     ctx = load_context(args)
     p = ctx.params
     check_params(p, ctx.params_path)
@@ -85,7 +96,7 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         del train_x, test_x  # each rank loads its own copy
         argv = launch.stage_argv("train", args, ["--no-progress"] if args.no_progress else [])
         return launch.relaunch(argv, t.num_processes, t.mixed_precision, t.accelerate_config, ctx.root)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=t.mixed_precision)
+    accelerator = launch.make_accelerator(p)
     main = accelerator.is_main_process
     note = launch.check_world(accelerator.num_processes, t.num_processes, "training.num_processes", ctx.params_path)
     other = launch.launcher_mixed_precision(t.mixed_precision)

@@ -90,6 +90,17 @@ def launcher_mixed_precision(mixed_precision: str) -> str | None:
     return env if env is not None and env != mixed_precision else None
 
 
+def make_accelerator(params):
+    """The Accelerator of a training run, built from params in this one place (the train stage, tests): the CPU
+    without CUDA, `training.mixed_precision` as the precision (it overrides a launcher's: `launcher_mixed_precision`).
+    `pipeline.training.loop.train` takes it and builds none."""
+    import torch
+
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=params.training.mixed_precision)
+
+
 def check_world(world: int, num_processes: int, key: str, params_path: str) -> str | None:
     """A rank we started must see the world asked for (else StageError); under someone else's launcher the returned
     note says which count applies."""

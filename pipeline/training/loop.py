@@ -183,21 +183,20 @@ def keep_weights(folder: Path, params, model, ema: EMA | None, step: int) -> Non
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
-def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, tracker=None,
-          accelerator=None, progress: bool = True, on_snapshot=None, on_step=None,
+def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_dir: Path, *, accelerator,
+          tracker=None, progress: bool = True, on_snapshot=None, on_step=None,
           on_snapshot_write=None, fingerprint: str | None = None) -> tuple[torch.nn.Module, EMA | None, TrainResult]:
     """Train `params.model` on `train_data` (uint8 NCHW or float points); resume from `snapshot_dir` if possible.
+
+    `accelerator`: the run's Accelerator, from `pipeline.training.launch.make_accelerator(params)` (the one place it
+    is built) or a stand-in with the same methods.
 
     Callbacks: on_snapshot(step, model, ema) after each snapshot (MLflow sample grids); on_step(step, loss) after each
     optimizer step, whose non-None return replaces the loss, and on_snapshot_write(step, folder) while a snapshot is
     half-written (the no-lost-work tests inject SIGKILL and NaN losses through these two). `fingerprint`: what
     makes the steps (`resumable`); each snapshot records it, and only a snapshot with the same one is resumed.
     """
-    from accelerate import Accelerator
-
     t_cfg, o_cfg, m_cfg = params.training, params.optim, params.model
-    if accelerator is None:
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=t_cfg.mixed_precision)
     world, rank = accelerator.num_processes, accelerator.process_index
     B, accum = t_cfg.batch_size, t_cfg.gradient_accumulation_steps
     if B % (world * accum):

@@ -14,20 +14,20 @@ from pipeline.core import rng
 from pipeline.core.sde import SDE, batch_view
 
 
-def classifier_inputs(sde: SDE, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_classifier_inputs(sde: SDE, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(c_in x, log σ̂(t)): the input scaled to about unit variance, c_in = 1 / sqrt(m(t)² + std(t)²) (EDM's c_in with
     σ_data = 1, Karras et al. 2022, Table 1; = 1 for VP), and the noise label log σ̂ = log(std(t) / m(t)) = -λ(t)
-    (the paper embeds log σ for VE, where m = 1). The one place the classifier's conditioning is defined."""
+    (the paper embeds log σ for VE, where m = 1). The one place the noise classifier's conditioning is defined."""
     m, std = sde.marginal_coeffs(t.to(x.dtype))
     c_in = torch.rsqrt(m ** 2 + std ** 2)
     return x * batch_view(c_in.to(x.dtype), x), (torch.log(std) - torch.log(m)).to(x.dtype)
 
 
 def logp_fn(sde: SDE, net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(x(t), t) -> log p_t(y | x(t)), shape (batch, classes): the classifier as `conditional_score_fn` takes it."""
+    """(x(t), t) -> log p_t(y | x(t)), shape (batch, classes): the noise classifier as `conditional_score_fn` takes it."""
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x_in, labels = classifier_inputs(sde, x, t)
+        x_in, labels = noise_classifier_inputs(sde, x, t)
         return F.log_softmax(net(x_in, labels), dim=1)
 
     return fn
@@ -41,7 +41,7 @@ def perturb(sde: SDE, x0: torch.Tensor, generator, eps: float = 1e-5) -> tuple[t
 
 
 def perturbed_ce_loss(sde: SDE, net, x0: torch.Tensor, y: torch.Tensor, generator, eps: float = 1e-5) -> torch.Tensor:
-    """E_t E_{x(t) | x(0)} [-log p_t(y | x(t))], the classifier's training loss (App. I.1), averaged over the batch."""
+    """E_t E_{x(t) | x(0)} [-log p_t(y | x(t))], the noise classifier's training loss (App. I.1), averaged over the batch."""
     xt, t = perturb(sde, x0, generator, eps)
     return F.nll_loss(logp_fn(sde, net)(xt, t), y)
 
@@ -60,7 +60,7 @@ def train_noise_classifier(sde: SDE, net, x: torch.Tensor, y: torch.Tensor, n_it
     bar = tqdm(range(n_iters), desc="train noise classifier", disable=not progress,
                mininterval=0.2 if progress else 15.0)
     for step in bar:
-        g = rng.generator(seed, "classifier", step)
+        g = rng.generator(seed, "classifier", step)  # the stream's name kept: the same draws as before
         idx = torch.randint(x.shape[0], (batch_size,), generator=g).to(x.device)
         loss = perturbed_ce_loss(sde, net, x[idx], y[idx], g, eps)
         opt.zero_grad(set_to_none=True)

@@ -8,7 +8,10 @@ cannot drift; tests/test_dag.py parses both and compares.
 """
 from __future__ import annotations
 
+import ast
+import functools
 import shlex
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import yaml
 
 from pipeline.config import Params, load_params, read_params_yaml
 from pipeline.models.zoo import check_params
+from pipeline.workflow import commands
 from pipeline.workflow.code_deps import stage_code
 from pipeline.workflow.outputs import paths, replica_name
 
@@ -26,7 +30,7 @@ q = shlex.quote  # every name or path in a command is quoted (names are checked 
 @dataclass
 class Stage:
     name: str  # DVC stage name, e.g. "sample-ncsnpp_cont-pc"
-    kind: str  # download | prepare | evaluator | train | classifier | sample | evaluate | likelihood | controllable | curves | report
+    kind: str  # the command of its spec (pipeline.workflow.commands): train, sample, ...
     wildcards: dict[str, str]
     cmd: str
     deps: list[str]
@@ -39,6 +43,7 @@ class Stage:
     # ranks the stage starts (training.num_processes, eval.num_processes; pipeline/training/launch.py): the GPUs the Snakefile
     # asks for. The command is the same for any count: the stage launches its ranks itself.
     processes: int = 1
+    written: dict[str, str] = field(default_factory=dict)  # output key -> path, of everything it writes
 
     def all_outs(self) -> list[str]:
         return self.outs + self.persist + self.metrics + self.plots + self.uncached
@@ -145,87 +150,143 @@ def expand_training_seeds(exps: list[Experiment]) -> list[Experiment]:
 
 
 # --- stages ---------------------------------------------------------------------------------------------------
+# Each stage module declares its stage (`SPEC`, read by pipeline.workflow.commands); the DAG is built from those
+# specs alone: a stage per dataset, per experiment, per experiment and sampler setting, or per suite (StageSpec.scope).
+NAMES = {"dataset": ("dataset",), "experiment": ("suite", "exp", "dataset"), "sampler": ("suite", "exp", "dataset", "sampler"),
+         "suite": ("suite",)}  # the names a scope's output paths may contain
+
+
+@functools.lru_cache(maxsize=None)
+def _expression(text: str):
+    """A params expression of a spec, compiled; its names must be top-level groups of the params."""
+    tree = ast.parse(text, mode="eval")
+    unknown = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(Params.model_fields))
+    if unknown:
+        raise ValueError(f"{unknown}: not a params group ({sorted(Params.model_fields)})")
+    return compile(tree, f"<spec: {text}>", "eval")
+
+
+def value(text: str, p: Params):
+    """The value of a spec's params expression (`when`, `deps_if`, `processes`) for params `p`."""
+    return eval(_expression(text), {"__builtins__": {}}, {k: getattr(p, k) for k in Params.model_fields})  # noqa: S307
+
+
+def _declared(scope: str, suite: str, exp: str, dataset: str, sampler: str | None) -> dict[str, str]:
+    """The output paths that specs declare (`StageSpec.paths`) and a stage of `scope` can name."""
+    names = {"suite": suite, "exp": exp, "dataset": dataset, "sampler": sampler}
+    out = {}
+    for spec in commands.dag_specs():
+        for key, template in spec.paths.items():
+            used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+            if used <= set(NAMES[scope]):
+                out[key] = template.format(**{n: names[n] for n in used})
+    return out
+
+
+def where(scope: str, suite: str = "", exp: str = "", dataset: str = "", sampler: str | None = None) -> dict[str, str]:
+    """Output key -> path for a stage of `scope` with these names (outputs.paths and the specs' declared paths).
+    With "{suite}", "{exp}", ... as names: the patterns of Snakemake's rules."""
+    return {**paths(suite, exp, dataset, sampler), **_declared(scope, suite, exp, dataset, sampler)}
+
+
+@functools.lru_cache(maxsize=None)
+def checked_specs() -> tuple:
+    """The DAG's specs, their output keys, paths and params expressions checked (ValueError naming the module)."""
+    known = set(paths("s", "e", "d", "x"))
+    every = known | {k for s in commands.dag_specs() for k in s.paths}
+    writer: dict[str, str] = {}
+    for spec in commands.dag_specs():
+        try:
+            twice = sorted(k for k in spec.writes() if writer.setdefault(k, spec.command) != spec.command)
+            if twice:
+                raise ValueError(f"output keys {twice} are written by {writer[twice[0]]!r} already")
+            for key, template in spec.paths.items():
+                used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+                if key in known:
+                    raise ValueError(f"paths: {key!r} is already an output key (pipeline/workflow/outputs.py)")
+                if not template or template.startswith("/") or ".." in template or not used <= set(NAMES[spec.scope]):
+                    raise ValueError(f"paths: {template!r}: a relative path naming only {set(NAMES[spec.scope])}")
+            own = _in_scope(spec.scope)
+            readable = every if spec.scope == "suite" else own  # a suite stage reads every stage's outputs
+            extra = {k for keys in spec.deps_if.values() for k in keys}
+            missing = sorted((set(spec.writes()) - own) | ((set(spec.deps) | extra) - readable))
+            if missing:
+                raise ValueError(f"output keys {missing} are not paths of a stage of scope {spec.scope!r} "
+                                 "(pipeline/workflow/outputs.py, or a spec's `paths`)")
+            for text in [spec.when, spec.processes, *spec.deps_if]:
+                if text:
+                    try:
+                        _expression(text)
+                    except SyntaxError as e:
+                        raise ValueError(f"params expression {text!r}: {e.msg}") from None
+        except ValueError as e:
+            raise ValueError(f"{commands.stage_module(spec.command)}: SPEC of {spec.command!r}: {e}") from None
+    return tuple(commands.dag_specs())
+
+
+def _in_scope(scope: str) -> set[str]:
+    """The output keys whose path is set by the names of `scope` alone (a dataset stage: data/*/{dataset}, ...)."""
+    a = {"suite": "s1", "exp": "e1", "dataset": "d1", "sampler": "x1"}
+    b = {**{"suite": "s2", "exp": "e2", "dataset": "d2", "sampler": "x2"}, **{n: a[n] for n in NAMES[scope]}}
+    wa, wb = where(scope, **a), where(scope, **b)
+    return {k for k, v in wa.items() if wb.get(k) == v}
+
+
+def _specs(*scopes: str) -> list:
+    return [s for s in checked_specs() if s.scope in scopes]
+
+
+def _stage(spec, name: str, wildcards: dict, cmd: str, where_: dict[str, str], deps: list[str],
+           params: dict | None = None, processes: int = 1) -> Stage:
+    pick = lambda keys: [where_[k] for k in keys]  # noqa: E731
+    return Stage(name, spec.command, wildcards, cmd, deps=[*deps, *stage_code(spec.command)], outs=pick(spec.outs),
+                 params=params or {}, persist=pick(spec.persist), metrics=pick(spec.metrics), plots=pick(spec.plots),
+                 uncached=pick(spec.uncached), processes=processes, written={k: where_[k] for k in spec.writes()})
+
+
+def _experiment_stage(spec, e: Experiment, suite: str, sampler: str | None = None) -> Stage:
+    p = e.params
+    w = where(spec.scope, suite, e.name, p.data.dataset, sampler)
+    deps = [*spec.deps, *(k for text, keys in spec.deps_if.items() if value(text, p) for k in keys)]
+    keys = [k.replace("{sampler}", sampler or "") for k in spec.params]
+    names = {"suite": suite, "exp": e.name, **({"sampler": sampler} if sampler else {})}
+    extra = f" --sampler {q(sampler)}" if sampler else ""
+    return _stage(spec, "-".join([spec.command, e.name, *([sampler] if sampler else [])]), names,
+                  f"{PY} {spec.command} --params {q(e.path)}{e.cli}{extra}", w, [w[k] for k in deps],
+                  params={e.path: _present(e.raw, keys)},
+                  processes=int(value(spec.processes, p)) if spec.processes else 1)
+
+
 def experiment_stages(e: Experiment, suite: str) -> list[Stage]:
-    p, ds = e.params, e.params.data.dataset
-    base = paths(suite, e.name, ds)
-    cmd = lambda stage, extra="": f"{PY} {stage} --params {q(e.path)}{e.cli}{extra}"  # noqa: E731
-    out = [
-        Stage(f"train-{e.name}", "train", {"suite": suite, "exp": e.name}, cmd("train"),
-              deps=[base["prepared"], *stage_code("train")], outs=[base["train"]],
-              params={e.path: _present(e.raw, ["seed", "data", "model", "training", "optim"])},
-              persist=[base["snapshots"]], metrics=[base["train_metrics"]], plots=[base["loss_curve"]],
-              processes=p.training.num_processes),
-    ]
-    sample_keys = ["seed", "sampling", "eval.num_samples", "eval.num_seeds", "eval.batch_size"]
-    eval_keys = ["eval.feature_net", "eval.inception_weights", "eval.fid_mode", "eval.is_splits"]
-    for sampler in p.sampler_settings():
-        sp = paths(suite, e.name, ds, sampler)
-        variant = [f"samplers.{sampler}"] if sampler in p.samplers else []
-        out.append(Stage(f"sample-{e.name}-{sampler}", "sample", {"suite": suite, "exp": e.name, "sampler": sampler},
-                         cmd("sample", f" --sampler {q(sampler)}"), deps=[base["train"], *stage_code("sample")],
-                         outs=[sp["samples"]], params={e.path: _present(e.raw, sample_keys + variant)},
-                         processes=p.eval.num_processes))
-        out.append(Stage(f"evaluate-{e.name}-{sampler}", "evaluate", {"suite": suite, "exp": e.name, "sampler": sampler},
-                         cmd("evaluate", f" --sampler {q(sampler)}"),
-                         deps=[sp["samples"], base["evaluator"], *stage_code("evaluate")], outs=[],
-                         params={e.path: _present(e.raw, eval_keys)}, metrics=[sp["eval"]],
-                         processes=p.eval.num_processes))
-    if p.eval.enable_bpd:
-        out.append(Stage(f"likelihood-{e.name}", "likelihood", {"suite": suite, "exp": e.name}, cmd("likelihood"),
-                         deps=[base["train"], base["prepared"], *stage_code("likelihood")], outs=[],
-                         params={e.path: _present(e.raw, ["seed", "eval.bpd_num_repeats", "eval.bpd_max_images",
-                                                          "eval.bpd_estimator", "eval.bpd_rtol", "eval.bpd_atol",
-                                                          "eval.batch_size"])},
-                         metrics=[base["likelihood"]]))
-    if p.eval.controllable:
-        conditional = "class_conditional" in p.eval.controllable
-        out.append(Stage(f"controllable-{e.name}", "controllable", {"suite": suite, "exp": e.name}, cmd("controllable"),
-                         deps=[base["train"], base["prepared"],
-                               *([base["classifier"], base["evaluator"]] if conditional else []),
-                               *stage_code("controllable")], outs=[base["controllable"]],
-                         params={e.path: _present(e.raw, ["seed", "sampling", "eval.controllable",
-                                                          "eval.controllable_images", "eval.controllable_steps",
-                                                          "eval.class_conditional"])}))
-        if conditional:
-            out.append(classifier_stage(e, suite))
-    return out + curve_stages(e, suite)
+    """The experiment's stages in their specs' order; consecutive sampler stages run per sampler setting together
+    (sample-E-pc, evaluate-E-pc, sample-E-ode, ...)."""
+    p = e.params
+    out: list[Stage] = []
+    group: list = []  # consecutive sampler-scope specs
 
+    def flush():
+        for sampler in p.sampler_settings():
+            out.extend(_experiment_stage(s, e, suite, sampler) for s in group if not s.when or value(s.when, p))
+        group.clear()
 
-def curve_stages(e: Experiment, suite: str) -> list[Stage]:
-    """`curves-{exp}`: FD against NFE and against training step, from the train outputs and the evaluator."""
-    c = e.params.curves
-    if c is None or not (c.samplers or c.checkpoints):
-        return []
-    base = paths(suite, e.name, e.params.data.dataset)
-    metrics = [base["curve_nfe"], base["curve_ckpt"]]  # both written; a curve not asked for says so in its file
-    return [Stage(f"curves-{e.name}", "curves", {"suite": suite, "exp": e.name},
-                  f"{PY} curves --params {q(e.path)}", deps=[base["train"], base["evaluator"], *stage_code("curves")],
-                  outs=[], params={e.path: _present(e.raw, ["seed", "sampling", "eval.batch_size", "curves"])},
-                  metrics=metrics)]
-
-
-def classifier_stage(e: Experiment, suite: str) -> Stage:
-    """The noise-conditional classifier of class-conditional sampling: it needs the prepared data and the SDE, not the
-    score model, so it runs beside `train`."""
-    base = paths(suite, e.name, e.params.data.dataset)
-    return Stage(f"classifier-{e.name}", "classifier", {"suite": suite, "exp": e.name},
-                 f"{PY} classifier --params {q(e.path)}", deps=[base["prepared"], *stage_code("classifier")],
-                 outs=[base["classifier"]],
-                 params={e.path: _present(e.raw, ["seed", "data", "training.sde", "model.sigma_min", "model.sigma_max",
-                                                  "model.beta_min", "model.beta_max", "eval.classifier"])})
+    for spec in _specs("experiment", "sampler"):
+        if spec.scope == "sampler":
+            group.append(spec)
+            continue
+        flush()
+        if not spec.when or value(spec.when, p):
+            out.append(_experiment_stage(spec, e, suite))
+    flush()
+    return out
 
 
 def dataset_stages(dataset: str) -> list[Stage]:
-    p = paths("", "", dataset)
-    w = {"dataset": dataset}
-    return [
-        Stage(f"download-{dataset}", "download", w, f"{PY} download --dataset {q(dataset)}",
-              deps=list(stage_code("download")), outs=[p["raw"]]),
-        Stage(f"prepare-{dataset}", "prepare", w, f"{PY} prepare --dataset {q(dataset)}",
-              deps=[p["raw"], *stage_code("prepare")], outs=[p["prepared"]]),
-        Stage(f"evaluator-{dataset}", "evaluator", w, f"{PY} evaluator --dataset {q(dataset)}",
-              deps=[p["prepared"], *stage_code("evaluator")], outs=[p["evaluator"]]),
-    ]
+    out = []
+    for spec in _specs("dataset"):
+        w = where("dataset", dataset=dataset)
+        out.append(_stage(spec, f"{spec.command}-{dataset}", {"dataset": dataset},
+                          f"{PY} {spec.command} --dataset {q(dataset)}", w, [w[k] for k in spec.deps]))
+    return out
 
 
 def suite_stages(root: Path, suite: str) -> list[Stage]:
@@ -237,13 +298,12 @@ def suite_stages(root: Path, suite: str) -> list[Stage]:
         stages += dataset_stages(ds)
     for e in expand_training_seeds(exps):
         stages += experiment_stages(e, suite)
-    # the report reads the metrics, loss curves, sample folders (grid.png, info.json), controllable examples, the
-    # prepared training split (its grid of real images) and the evaluator's metrics.json (its time and accuracy)
-    metric_files = [m for s in stages if s.kind in ("train", "evaluate", "likelihood", "curves") for m in s.metrics + s.plots]
-    folders = [o for s in stages if s.kind in ("sample", "controllable", "prepare", "evaluator") for o in s.outs]
-    stages.append(Stage(f"report-{suite}", "report", {"suite": suite}, f"{PY} report --suite {q(suite)}",
-                        deps=sorted(metric_files + folders) + list(stage_code("report")), outs=[],
-                        uncached=[paths(suite, "", "")["report"]]))
+    # a suite stage (the report) reads the outputs with its deps' keys of every stage before it: metrics, loss curves,
+    # sample folders (grid.png, info.json), controllable examples, the prepared data, the evaluator's metrics.json
+    for spec in _specs("suite"):
+        read = sorted(path for s in stages for key, path in s.written.items() if key in spec.deps)
+        stages.append(_stage(spec, f"{spec.command}-{suite}", {"suite": suite}, f"{PY} {spec.command} --suite {q(suite)}",
+                             where("suite", suite), read))
     return stages
 
 
@@ -305,15 +365,17 @@ def stage_of(root: Path, command: str, params: str | None = None, overrides: lis
     None for a command that is not a stage of the DAG (dag, describe, import). With `--set` overrides the stage's
     tracked values are the overridden ones, so its fingerprint (`pipeline.io.provenance`) differs from the file's."""
     root = Path(root)
-    if command in ("download", "prepare", "evaluator"):
+    spec = commands.specs().get(command)
+    scope = spec.scope if spec else None
+    if scope == "dataset":
         if dataset is None:
             dataset = load_params(params, overrides)[1].data.dataset
         return next(s for s in dataset_stages(dataset) if s.kind == command), {}
-    if command == "report":
-        found = [s for s in suite_stages(root, suite or "default") if s.kind == "report"]
+    if scope == "suite":
+        found = [s for s in suite_stages(root, suite or "default") if s.kind == command]
         raws = {e.path: e.raw for e in experiments(root, suite or "default")}
         return found[0], raws
-    if command not in ("train", "sample", "evaluate", "likelihood", "controllable", "curves", "classifier") or not params:
+    if scope not in ("experiment", "sampler") or not params:
         return None
     name, p = load_params(params, overrides)
     rel = _repo_path(root, params)
@@ -321,7 +383,7 @@ def stage_of(root: Path, command: str, params: str | None = None, overrides: lis
     if training_seed is not None:
         e = expand_training_seeds([Experiment(name, rel, p.model_copy(update={"training": p.training.model_copy(
             update={"seeds": [training_seed]})}), e.raw)])[0]
-    wanted = f"{command}-{e.name}" + (f"-{sampler}" if command in ("sample", "evaluate") else "")
+    wanted = f"{command}-{e.name}" + (f"-{sampler}" if scope == "sampler" else "")
     found = [s for s in experiment_stages(e, p.suite) if s.name == wanted]
     return (found[0], {rel: e.raw}) if found else None
 

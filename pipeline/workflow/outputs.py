@@ -25,7 +25,7 @@ def paths(suite: str, exp: str, dataset: str, sampler: str | None = None) -> dic
         "loss_curve": f"{r}/loss.csv",
         "likelihood": f"{r}/likelihood.json",
         "controllable": f"{r}/controllable",
-        "classifier": f"{r}/classifier",
+        "classifier": f"{r}/classifier",  # the noise-conditional classifier; the short name kept for compatibility
         "report": f"reports/{suite}",
         "ckpts": f"{r}/train/ckpts",
         "curve_nfe": f"{r}/curves/nfe.json",

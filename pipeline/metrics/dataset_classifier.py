@@ -1,4 +1,6 @@
-"""A small CNN trained on the dataset itself: the offline feature net for classifier FD/KD/IS when Inception is absent.
+"""The dataset classifier: a small CNN trained on the dataset itself by the evaluator stage, the offline feature net
+for FD / KD / IS when Inception is absent. Not the noise-conditional classifier p_t(y | x(t)) of class-conditional
+sampling (`pipeline.models.noise_classifier`): this one sees clean images only.
 
 Metrics from it are reported under their own names (e.g. "FD (dataset classifier)"), never as FID.
 """
@@ -15,10 +17,10 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "DatasetClassifier",
-    "make_classifier",
-    "train_classifier",
-    "classifier_features",
-    "classifier_accuracy",
+    "make_dataset_classifier",
+    "train_dataset_classifier",
+    "dataset_classifier_features",
+    "dataset_classifier_accuracy",
 ]
 
 
@@ -72,8 +74,8 @@ def _initialize(model: nn.Module, generator: torch.Generator) -> None:
                 layer.reset_parameters()
 
 
-def make_classifier(num_channels: int, image_size: int, num_classes: int, width: int = 32,
-                    feature_dim: int = 128, generator: torch.Generator | None = None) -> DatasetClassifier:
+def make_dataset_classifier(num_channels: int, image_size: int, num_classes: int, width: int = 32,
+                            feature_dim: int = 128, generator: torch.Generator | None = None) -> DatasetClassifier:
     """A freshly initialized `DatasetClassifier`; weights come from `generator` (default: seeded with 0)."""
     with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG; undo that
         model = DatasetClassifier(num_channels, image_size, num_classes, width, feature_dim)
@@ -88,7 +90,7 @@ def _to_input(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def train_classifier(
+def train_dataset_classifier(
     images_uint8: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
     epochs: int = 4,
@@ -114,12 +116,12 @@ def train_classifier(
         raise ValueError("images must be square")
     num_classes = int(targets.max()) + 1 if num_classes is None else num_classes
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    model = make_classifier(images.shape[1], images.shape[2], num_classes, width, feature_dim, generator)
+    model = make_dataset_classifier(images.shape[1], images.shape[2], num_classes, width, feature_dim, generator)
     steps_per_epoch = -(-images.shape[0] // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     model.train()
-    bar = tqdm(total=epochs * steps_per_epoch, desc="train classifier", disable=not progress)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="train dataset classifier", disable=not progress)
     for _ in range(epochs):
         order = torch.randperm(images.shape[0], generator=generator)
         for start in range(0, images.shape[0], batch_size):
@@ -136,8 +138,8 @@ def train_classifier(
     return model.eval()
 
 
-def classifier_features(model: DatasetClassifier, images_uint8: np.ndarray | torch.Tensor,
-                        batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def dataset_classifier_features(model: DatasetClassifier, images_uint8: np.ndarray | torch.Tensor,
+                                batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(penultimate features (N, feature_dim) float64, logits (N, num_classes) float64) of uint8 images."""
     images = _to_input(images_uint8)
     device = next(model.parameters()).device
@@ -154,19 +156,19 @@ def classifier_features(model: DatasetClassifier, images_uint8: np.ndarray | tor
     return np.concatenate(features), np.concatenate(logits)
 
 
-def classifier_accuracy(model: DatasetClassifier, images_uint8: np.ndarray | torch.Tensor,
-                        labels: np.ndarray | torch.Tensor, batch_size: int = 500) -> float:
+def dataset_classifier_accuracy(model: DatasetClassifier, images_uint8: np.ndarray | torch.Tensor,
+                                labels: np.ndarray | torch.Tensor, batch_size: int = 500) -> float:
     """Fraction of images whose argmax logit equals the label."""
-    _, logits = classifier_features(model, images_uint8, batch_size)
+    _, logits = dataset_classifier_features(model, images_uint8, batch_size)
     return float(np.mean(logits.argmax(axis=1) == np.asarray(labels)))
 
 
-# --- the evaluator stage's saved classifier ----------------------------------------------------------------------
-EVALUATOR_FILE = "classifier.pt"
+# --- the evaluator stage's saved dataset classifier --------------------------------------------------------------
+EVALUATOR_FILE = "classifier.pt"  # data/evaluator/<dataset>/classifier.pt: the name kept for compatibility (a DAG output)
 
 
 def save_evaluator(folder, config: dict, net: nn.Module) -> None:
-    """Save a trained classifier with the `make_classifier` config that rebuilds it."""
+    """Save a trained dataset classifier with the `make_dataset_classifier` config that rebuilds it."""
     torch.save({"config": config, "weights": net.state_dict()}, Path(folder) / EVALUATOR_FILE)
 
 
@@ -175,6 +177,6 @@ def evaluator_features(folder, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if images.dtype != np.uint8:  # 2-D toys: the points are their own features
         return images.astype(np.float64).reshape(len(images), -1), None
     state = torch.load(Path(folder) / EVALUATOR_FILE, map_location="cpu", weights_only=True)
-    net = make_classifier(**state["config"])
+    net = make_dataset_classifier(**state["config"])
     net.load_state_dict(state["weights"])
-    return classifier_features(net.eval(), images, batch_size=256)
+    return dataset_classifier_features(net.eval(), images, batch_size=256)
