@@ -113,14 +113,27 @@ class ReverseSDE:
         return rev_f, torch.zeros_like(G) if self.probability_flow else G
 
 
+def _ascending(lo: float, hi: float, name: str) -> tuple[float, float]:
+    """A schedule's (min, max) as floats, checked 0 < min < max."""
+    if not 0 < lo < hi:
+        raise ValueError(f"need 0 < {name}_min < {name}_max, got {lo}, {hi}")
+    return float(lo), float(hi)
+
+
+def _ddpm_betas(beta_min: float, beta_max: float, N: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """(β0, β1, β_i, α_i) of the VP and sub-VP SDEs. DDPM: β_i = β(t_i) / N at t_i = i / (N-1), i.e.
+    linspace(β0/N, β1/N, N); α_i = 1 - β_i (the reference code's convention; ᾱ_i = Π_{j<=i} α_j)."""
+    beta_0, beta_1 = _ascending(beta_min, beta_max, "beta")
+    betas = torch.linspace(beta_0 / N, beta_1 / N, N, dtype=torch.float64)
+    return beta_0, beta_1, betas, 1.0 - betas
+
+
 class VESDE(SDE):
     """Variance exploding SDE (SMLD): dx = sqrt(d[σ^2(t)]/dt) dw, σ(t) = σmin (σmax/σmin)^t (Eq. 30)."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
         super().__init__(N)
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sigma_min, self.sigma_max = _ascending(sigma_min, sigma_max, "sigma")
         # SMLD noise levels, ascending: σ_i = σ(i / (N-1)), a geometric sequence from σmin to σmax.
         self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), self.N,
                                                         dtype=torch.float64))
@@ -161,12 +174,7 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         super().__init__(N)
-        if not 0 < beta_min < beta_max:
-            raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
-        # DDPM: β_i = β(t_i) / N at t_i = i / (N-1), i.e. linspace(β0/N, β1/N, N); ᾱ_i = Π_{j<=i} (1 - β_j).
-        self.discrete_betas = torch.linspace(beta_min / self.N, beta_max / self.N, self.N, dtype=torch.float64)
-        self.alphas = 1.0 - self.discrete_betas
+        self.beta_0, self.beta_1, self.discrete_betas, self.alphas = _ddpm_betas(beta_min, beta_max, self.N)
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
@@ -215,7 +223,7 @@ class VPSDE(SDE):
 
 
 class subVPSDE(SDE):
-    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 34), discretized by
+    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 12 / 27; its perturbation kernel is Eq. 34), discretized by
     Euler–Maruyama.
 
     It carries the VP table of β_i / α_i = 1 - β_i only for the Langevin corrector's α factor (docs/papers.md §3).
@@ -223,11 +231,7 @@ class subVPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         super().__init__(N)
-        if not 0 < beta_min < beta_max:
-            raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
-        self.discrete_betas = torch.linspace(beta_min / self.N, beta_max / self.N, self.N, dtype=torch.float64)
-        self.alphas = 1.0 - self.discrete_betas
+        self.beta_0, self.beta_1, self.discrete_betas, self.alphas = _ddpm_betas(beta_min, beta_max, self.N)
 
     beta = VPSDE.beta
     log_mean_coeff = VPSDE.log_mean_coeff

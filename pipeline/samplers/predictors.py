@@ -59,7 +59,7 @@ class ReverseDiffusionPredictor(Predictor):
 
 @PREDICTORS.register("ancestral_sampling")
 class AncestralSamplingPredictor(Predictor):
-    """Ancestral sampling of SMLD / DDPM (App. F, Eq. 47 and 48); VE and VP only, no probability flow.
+    """Ancestral sampling of SMLD / DDPM (App. F; for DDPM it is Eq. 4 / 47); VE and VP only, no probability flow.
 
     VE: x̄ = x + (σ_i^2 - σ_{i-1}^2) s, noise std sqrt(σ_{i-1}^2 (σ_i^2 - σ_{i-1}^2) / σ_i^2).
     VP: x̄ = (x + β_i s) / sqrt(1 - β_i), noise std sqrt(β_i).
