@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install repro repro-dvc test test-fast dataset dag ui snakemake clean-runs
+.PHONY: install repro repro-dvc rehearse test test-fast dataset dag ui mlflow-png snakemake clean-runs
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ repro: install dataset dag .dvc/config
 	$(BIN)/python -m pipeline commit --suite $(SUITE)
 	$(BIN)/dvc status $(if $(filter default,$(SUITE)),dvc.yaml,pipelines/$(SUITE)/dvc.yaml)
 
+# The dress rehearsal of a suite before its GPU hours (README, "Dress rehearsal"): every stage of its DAG at miniature
+# scale on this machine's CPUs, on the real dataset where data/raw/<dataset> exists, else on its synthetic stand-in,
+# as suite rehearsal-$(SUITE) (pipelines/, runs/ and reports/rehearsal-$(SUITE)/); then every report cell is checked.
+rehearse: install
+	$(BIN)/python -m pipeline rehearse --suite $(SUITE) --cores $(CORES)
+
 repro-dvc: install dataset dag .dvc/config
 	$(BIN)/dvc repro
 
@@ -73,8 +79,15 @@ snakemake: install dataset
 	OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES)
 
 # MLflow's UI over the project's SQLite store (or $MLFLOW_TRACKING_URI), on loopback only: http://127.0.0.1:5000
-# (`make ui MLFLOW_PORT=5001` when 5000 is taken). Stop it with Ctrl-C.
+# (`make ui MLFLOW_PORT=5001` when 5000 is taken). Stop it with Ctrl-C. It prints the URL of the suite's results:
+# the "Model training" runs table, one row per experiment and sampler with FD, NFE and the sampler's settings.
 MLFLOW_PORT ?= 5000
 ui: install
 	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (store: $(MLFLOW_TRACKING_URI))"
+	@echo "results of suite $(SUITE): $$($(BIN)/python -m pipeline mlflow_view --suite $(SUITE) --base http://127.0.0.1:$(MLFLOW_PORT) 2>/dev/null || echo '(none yet: run the suite)')"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+# reports/<suite>/mlflow.png: that results view in headless Chromium (a temporary server over the store). After
+# `make repro`: the report stage rewrites reports/<suite>/ and drops it; .dvcignore keeps it out of DVC's hash.
+mlflow-png: install
+	$(BIN)/python -m pipeline mlflow_view --suite $(SUITE) --screenshot reports/$(SUITE)/mlflow.png

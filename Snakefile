@@ -33,6 +33,25 @@ except (ParamsError, ValueError) as e:  # an unknown suite, a bad params file or
     print(f"error: {e}".splitlines()[0], file=sys.stderr)
     sys.exit(2)
 
+
+def switch(key, default: bool) -> bool:
+    """A `--config KEY=0|1` switch (also true/false); anything else is bad input: one line, status 2."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    if str(value).lower() in ("0", "1", "true", "false"):
+        return str(value).lower() in ("1", "true")
+    print(f"error: --config {key}={value}: expected 0 or 1", file=sys.stderr)
+    sys.exit(2)
+
+
+# What each stage asks of a cluster node, by suite: profiles/sizes.yaml (small suites fit a small CPU node; cifar10 the
+# papers' GPU sizes). `--config gpus=0|1` overrides the suite's choice of GPU requests; `--set-resources RULE:KEY=V`
+# one size.
+_SIZES = yaml.safe_load((Path(workflow.basedir) / "profiles/sizes.yaml").read_text())
+SIZES = _SIZES[_SIZES["suites"].get(SUITE, "small")]
+GPUS = switch("gpus", SIZES["gpus"])
+
 wildcard_constraints:  # the one name pattern of params and CLI (pipeline/names.py)
     dataset=NAME_PATTERN,
     suite=NAME_PATTERN,
@@ -81,12 +100,15 @@ def rule_outputs(spec):
 
 
 def rule_resources(kind):
-    """What a stage needs from a cluster node. Sizes (runtime, mem_mb, cpus_per_task) are site-specific and live in
-    the profile (profiles/slurm/config.yaml); whether a stage wants a GPU is a property of the stage (its spec's
-    `gpu`: it runs its network on CUDA when one is visible), and how many is its process count (training.num_processes
-    / eval.num_processes: one rank per GPU, started by the stage). `gpu` is what the SLURM executor plugin reads
-    (`--gpus=N`); locally it caps concurrent GPU jobs (`--resources gpu=N`, profiles/local sets 1)."""
-    return {"gpu": (lambda wc: stage(kind, wc).processes) if SPECS[kind].gpu else 0}
+    """What a stage asks of a cluster node: the sizes of its suite (profiles/sizes.yaml: runtime, mem_mb,
+    cpus_per_task, ...) and `gpu`. Whether a stage can use a GPU is a property of the stage (its spec's `gpu`: it runs
+    its network on CUDA when one is visible) and how many is its process count (training.num_processes /
+    eval.num_processes: one rank per GPU, started by the stage); whether it asks for them is the suite's `gpus` (or
+    `--config gpus=0|1`). `gpu` is what the SLURM executor plugin reads (`--gpus=N`); locally it caps concurrent GPU
+    jobs (`--resources gpu=N`, profiles/local sets 1)."""
+    sizes = {**SIZES.get("all", {}), **SIZES.get(kind, {})}
+    wants = SPECS[kind].gpu and GPUS
+    return {**sizes, "gpu": (lambda wc: stage(kind, wc).processes) if wants else 0}
 
 
 # `all` only collects; a stage whose spec says `local` (download: it needs the internet, which compute nodes of a

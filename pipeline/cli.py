@@ -64,11 +64,12 @@ def end(args, begun) -> int:
     changed while it ran (the outputs then say what made them, and `python -m pipeline commit` refuses them)."""
     if begun is None or os.environ.get("RANK", "0") != "0":  # Accelerate's other ranks: rank 0 stamps
         return 0
-    from pipeline.io import provenance
+    from pipeline.io import lineage, provenance
     from pipeline.workflow import dag
 
     stage, raws, record = begun
     provenance.stamp(args.root, provenance.stamped_outs(stage.outs + stage.metrics + stage.uncached), record)
+    lineage.finish(args.root, stage.all_outs(), list(stage.params))  # its MLflow runs: what it wrote, as written
     if specs()[stage.kind].scope == "suite":  # the params files may have been edited: read them again
         raws = {e.path: e.raw for e in dag.experiments(args.root, args.suite or "default")}
     elif raws:
@@ -102,3 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """A rank launched through Accelerate (eval.num_processes, training.num_processes > 1) leaves its process group
+    before the interpreter exits: left to interpreter teardown, gloo's threads were seen to abort a rank under load
+    ("terminate called without an active exception", exit -6)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -22,6 +22,7 @@ from pipeline.names import (
     DATASET_TABLE,
     DATASETS,
     DEFAULT_SAMPLING_METHOD,
+    EMA_SCHEDULES,
     PC_ORDERS,
     PREDICTORS,
     SAMPLING_METHOD_TABLE,
@@ -109,6 +110,11 @@ class ModelConfig(_Block):
     embedding_type: Literal["fourier", "positional"] = "positional"
     scale_by_sigma: bool = False
     ema_rate: float = Field(0.9999, ge=0, le=1)
+    # EMA decay schedule (pipeline/core/ema.py): reference (Score SDE's warm-up to ema_rate), constant (ema_rate from
+    # step 1) or edm (a half-life of ema_rampup_ratio x the images seen, capped at ema_halflife_kimg; ema_rate unused)
+    ema_schedule: Literal[EMA_SCHEDULES] = "reference"  # type: ignore[valid-type]
+    ema_halflife_kimg: float = Field(500.0, gt=0)
+    ema_rampup_ratio: Optional[float] = Field(0.05, gt=0)  # None: no ramp-up, the capped half-life from step 1
     normalization: str = "GroupNorm"
     nonlinearity: Literal["swish", "elu", "relu", "lrelu"] = "swish"
     nf: int = Field(128, ge=1)
@@ -230,6 +236,9 @@ class SamplingConfig(_Block):
     # Fast samplers (method heun | dpm_solver | ddim, docs/papers.md §3 "Fast samplers"); num_steps = solver steps.
     solver_order: int = Field(2, ge=1, le=3)  # heun: 1 (Euler) or 2; dpm_solver: 1-3 single-step, 1-2 multistep
     multistep: bool = False  # dpm_solver: DPM-Solver++(2M) on the data prediction instead of single steps
+    # dpm_solver multistep: a first-order last step when fewer than 15 steps are taken (as diffusers'
+    # DPMSolverMultistepScheduler); tests/test_fast_samplers.py measures what it gains at 10 steps
+    lower_order_final: bool = True
     time_grid: Optional[Literal[TIME_GRIDS]] = None  # type: ignore[valid-type]  # None: the method's own grid
     rho: float = Field(7.0, gt=0)  # the "edm" grid's exponent (Karras et al. 2022, Eq. 5)
     s_churn: float = Field(0.0, ge=0)  # heun: stochastic churn (Karras et al. 2022, Alg. 2); s_* in units of σ/α

@@ -24,6 +24,9 @@ class Dataset:
     labelled: bool = False  # class labels to learn: class-conditional sampling and the dataset classifier use them
     class_names: tuple[str, ...] | None = None  # the labels in order (torchvision's); None: the label numbers
     evaluator_epochs: int = 0  # epochs of the evaluator's dataset classifier (offline FD / KD / IS); 0: none
+    # a stand-in generated offline, never a real dataset: the name of the dataset whose shape and classes it copies
+    # (`make rehearse` uses it where that dataset is absent); reports and the prepared manifest say so
+    stand_in_for: str | None = None
 
     def __post_init__(self):
         if self.kind not in ("images", "points"):
@@ -32,20 +35,36 @@ class Dataset:
             raise ValueError(f"dataset {self.name}: evaluator_epochs and class_names need labels (labelled=True)")
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Evaluator epochs: enough for >= 90% test accuracy on Fashion-MNIST in about two CPU minutes. CelebA has no class
 # labels here: its FD needs Inception.
 DATASET_TABLE = {d.name: d for d in (
     Dataset("fashion_mnist", "images", 1, 28, "Fashion-MNIST", labelled=True, evaluator_epochs=4, class_names=(
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
     Dataset("mnist", "images", 1, 28, "MNIST", labelled=True, evaluator_epochs=2),
-    Dataset("cifar10", "images", 3, 32, "CIFAR-10", labelled=True, evaluator_epochs=15, class_names=(
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    Dataset("cifar10", "images", 3, 32, "CIFAR-10", labelled=True, evaluator_epochs=15, class_names=CIFAR10_CLASSES),
     Dataset("celeba", "images", 3, 64, "CelebA"),
+    # coloured stripes, one orientation, frequency and colour per class, under CIFAR-10's class names: not CIFAR-10
+    Dataset("cifar10_synthetic", "images", 3, 32, "synthetic stand-in for CIFAR-10 (not CIFAR-10)", labelled=True,
+            evaluator_epochs=2, class_names=CIFAR10_CLASSES, stand_in_for="cifar10"),
     Dataset("digits", "images", 1, 8, "digits", labelled=True, evaluator_epochs=8),
     Dataset("gmm", "points", 1, 2, "2-D Gaussian mixture"),
     Dataset("swiss_roll", "points", 1, 2, "2-D Swiss roll"),
     Dataset("checkerboard", "points", 1, 2, "2-D checkerboard"),
 )}
+
+
+def _check_stand_ins() -> None:
+    """A stand-in copies the kind, shape and classes of a real dataset of the table."""
+    for d in DATASET_TABLE.values():
+        real = DATASET_TABLE.get(d.stand_in_for) if d.stand_in_for else d
+        if real is None or real.stand_in_for or (d.kind, d.channels, d.size, d.class_names) != (
+                real.kind, real.channels, real.size, real.class_names):
+            raise ImportError(f"dataset {d.name}: stand_in_for {d.stand_in_for!r} must name a real dataset of the same "
+                              "kind, shape and classes")
+
+
+_check_stand_ins()
 IMAGE_DATASETS = tuple(n for n, d in DATASET_TABLE.items() if d.kind == "images")
 TOY_DATASETS = tuple(n for n, d in DATASET_TABLE.items() if d.kind == "points")  # 2-D points
 DATASETS = IMAGE_DATASETS + TOY_DATASETS
@@ -54,6 +73,7 @@ PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none
 CORRECTORS = ("langevin", "ald", "none")
 PC_ORDERS = ("reference", "paper")
 ALD_CONVENTIONS = ("paper", "reference")
+EMA_SCHEDULES = ("reference", "constant", "edm")  # model.ema_schedule (pipeline/core/ema.py)
 BPD_ESTIMATORS = ("rademacher", "gaussian", "exact")
 TIME_GRIDS = ("edm", "logsnr", "uniform")  # fast samplers' time steps
 
@@ -87,7 +107,8 @@ SAMPLING_METHOD_TABLE = {m.name: m for m in (
                    models=("discrete",), knob="n_steps_each", any_score=False),  # NCSN: a discrete VE model's levels
     SamplingMethod("heun", _FEW_STEPS + ("solver_order", "s_churn", "s_tmin", "s_tmax", "s_noise"),
                    required=("num_steps",), limits=(("solver_order", 2, None),)),
-    SamplingMethod("dpm_solver", _FEW_STEPS + ("solver_order", "multistep"), required=("num_steps",),
+    SamplingMethod("dpm_solver", _FEW_STEPS + ("solver_order", "multistep", "lower_order_final"),
+                   required=("num_steps",),
                    limits=(("solver_order", 2, "multistep"),)),
     SamplingMethod("ddim", _FEW_STEPS + ("eta",), sdes=("vpsde", "subvpsde"), required=("num_steps",)),
 )}

@@ -71,6 +71,8 @@ SLOW_FILES = {
     "test_mlflow_server.py", "test_report_page.py", "test_tracking.py", "test_class_conditional_stage.py",
     "test_controllable_stage.py", "test_dag.py", "test_launch.py", "test_device.py", "test_speed_switches.py",
     "test_group_norm_act.py", "test_names_paths.py", "test_atomic.py", "test_layering.py", "test_profiles.py",
+    "test_slurm.py",
+    "test_rehearsal_run.py",
 }
 
 

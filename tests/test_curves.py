@@ -210,7 +210,7 @@ def stage_run(tmp_path_factory):
     return root, paths
 
 
-def test_train_keeps_ema_weights_before_the_last_step(stage_run):
+def test_train_keeps_both_weight_sets_before_the_last_step(stage_run):
     root, paths = stage_run
     from pipeline.io.checkpoint import kept_weights
     from pipeline.models.checkpoint import read_project_checkpoint
@@ -218,9 +218,22 @@ def test_train_keeps_ema_weights_before_the_last_step(stage_run):
     assert [s for s, _ in kept] == [10, 20, 30]  # step 40 is model.pt
     last = read_project_checkpoint(root / paths["snapshots"] / "weights" / "step_000000040.pt")
     final = read_project_checkpoint(root / paths["train"] / "model.pt")
-    assert last["ema"] is None and final["step"] == 40
-    for k, v in final["ema"].items():  # the kept weights are the EMA weights, bit for bit
-        assert torch.equal(last["model"][k], v), k
+    assert final["step"] == 40
+    for key in ("model", "ema"):  # the kept weights of the last step are model.pt's, both sets, bit for bit
+        assert last[key].keys() == final[key].keys()
+        for k, v in final[key].items():
+            assert torch.equal(last[key][k], v), (key, k)
+    assert any(not torch.equal(last["model"][k], v) for k, v in last["ema"].items())  # two different sets
+
+
+def test_checkpoint_curve_has_the_raw_weights_beside_the_ema(stage_run):
+    root, paths = stage_run
+    ck = json.loads((root / paths["curve_ckpt"]).read_text())
+    ema, raw = ck["records"], ck["raw_records"]
+    assert ck["weights"] == "ema" and [r["weights"] for r in ema] == ["ema"] * 4 and [r["weights"] for r in raw] == ["raw"] * 4
+    assert [r["checkpoint_step"] for r in ema] == [r["checkpoint_step"] for r in raw] == [10, 20, 30, 40]
+    assert all(a["fd"]["values"] != b["fd"]["values"] for a, b in zip(ema, raw))  # other weights, other samples
+    assert ck["raw_last"]["fd"] == raw[-1]["fd"] and ck["raw_best"]["fd"]["mean"] == min(r["fd"]["mean"] for r in raw)
 
 
 def test_stage_records(stage_run):

@@ -159,3 +159,23 @@ def test_digits_and_toys(tmp_path):
 def test_missing_raw_folder_says_what_to_run(tmp_path):
     with pytest.raises(StageError, match="run `python -m pipeline download --dataset mnist`"):
         data.prepare(tmp_path, "mnist")
+
+
+def test_synthetic_stand_in(tmp_path):
+    """cifar10_synthetic: generated offline with CIFAR-10's shape and classes (balanced), the same bytes every time,
+    and labelled synthetic in its raw folder and prepared manifest; the real dataset has no such label."""
+    rec = names.dataset("cifar10_synthetic")
+    assert rec.stand_in_for == "cifar10" and rec.class_names == names.dataset("cifar10").class_names
+    for root in (tmp_path / "a", tmp_path / "b"):
+        data.download(root, "cifar10_synthetic")
+        data.prepare(root, "cifar10_synthetic")
+        _matches_record(root, "cifar10_synthetic")
+    x, y = data.load_split(tmp_path / "a", "cifar10_synthetic", "train")
+    assert x.shape == (data.SYNTHETIC_SIZES["train"], 3, 32, 32) and np.bincount(y).tolist() == [200] * 10
+    np.testing.assert_array_equal(x, data.load_split(tmp_path / "b", "cifar10_synthetic", "train")[0])
+    per_class = np.stack([x[y == c].mean(axis=(0, 2, 3)) for c in range(10)])
+    assert np.ptp(per_class, axis=0).max() > 50  # the classes differ in colour: a classifier can tell them apart
+    manifest = json.loads((data.prepared_dir(tmp_path / "a", "cifar10_synthetic") / "manifest.json").read_text())
+    assert manifest["synthetic"].startswith("SYNTHETIC data generated offline") and "CIFAR-10" in manifest["synthetic"]
+    assert json.loads((data.raw_dir(tmp_path / "a", "cifar10_synthetic") / "SYNTHETIC.json").read_text())["synthetic"]
+    assert data.synthetic_note("cifar10") is None

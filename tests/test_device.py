@@ -204,7 +204,7 @@ def test_snapshot_grid_samples_on_the_model_device(tmp_path):
 
     _, p = load_params("params/cifar10/ncsn.yaml", ["sampling.n_steps_each=1", "model.num_scales=3"])
     logged = []
-    tracker = types.SimpleNamespace(log_artifact=lambda f, where: logged.append(Path(f).name))
+    tracker = types.SimpleNamespace(log_image=lambda f, key, step: logged.append(Path(f).name))
     log = snapshot_grid_logger(p, tracker, n=2)
     with DeviceCheck() as dc:
         log(7, on_device(p), None)

@@ -92,6 +92,114 @@ def test_up_to_date_after_repro(repo):
     assert dvc_would_run(repo) == set()
 
 
+# --- MLflow as a reviewer reads it (pipeline/io/tracking.py, lineage.py, mlflow_view.py) ----------------------------
+def mlflow_runs(repo):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("score-repro/smoke")
+    return client, exp, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.mark.timeout(300)
+def test_mlflow_one_run_per_result_and_parents_that_say_something(repo, tmp_path):
+    """Every run with an FD is a result run with its NFE, its sampler's params and the filter tags; the suite's run
+    holds the report; the parents have numbers and a description; no metric starts with a false step-0 point; the
+    trained model loads from its run."""
+    client, exp, runs = mlflow_runs(repo)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "mlflow.sharedViewState.results" in exp.tags
+    kinds = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags["pipeline.kind"], []).append(r)
+    (suite,) = kinds["suite"]
+    (parent,) = kinds["parent"]
+    assert parent.data.tags["mlflow.parentRunId"] == suite.info.run_id
+    train = next(r for r in kinds["stage"] if r.data.tags["pipeline.stage"] == "train")
+    results = [r for r in runs if "fd" in r.data.metrics]
+    assert sorted(r.info.run_name for r in results) == ["smoke · ode", "smoke · pc"]
+    for r in results:
+        ev = json.loads((repo / f"{SMOKE}/eval/{r.data.tags['pipeline.sampler']}.json").read_text())
+        assert r.data.tags["pipeline.kind"] == "result" and ev["mlflow_run_id"] == r.info.run_id
+        assert r.data.metrics["fd"] == pytest.approx(ev["classifier"]["fd"]["mean"])
+        assert r.data.metrics["nfe"] == pytest.approx(ev["nfe"]["mean"]) and r.data.metrics["sample_seconds"] > 0
+        assert {"fd_std", "kd", "is"} <= set(r.data.metrics)
+        assert r.data.params["sampler.method"] == r.data.tags["pipeline.method"]
+        for k in ("experiment", "sde", "model", "sampler", "method", "suite", "sample_run_id"):
+            assert r.data.tags[f"pipeline.{k}"], k
+        assert r.data.tags["pipeline.model_run_id"] == train.info.run_id
+        assert "per_seed.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert results[0].data.params["sampler.method"] != results[1].data.params["sampler.method"]
+    assert not any(k in r.data.params for r in runs for k in ("num_steps", "method", "snr"))  # one naming scheme
+    for r in [suite, parent]:
+        assert r.data.metrics and len(r.data.tags["mlflow.note.content"]) > 100, r.info.run_name
+    pc = next(r for r in results if r.data.tags["pipeline.sampler"] == "pc")  # the default sampler
+    assert parent.data.metrics["headline.fd"] == pytest.approx(pc.data.metrics["fd"])
+    assert suite.data.metrics["smoke.fd"] == pytest.approx(pc.data.metrics["fd"]) and "smoke.bpd" in suite.data.metrics
+    assert {"index.html", "README.md", "figures"} <= {a.path for a in client.list_artifacts(suite.info.run_id)}
+    for r in runs:  # a chart's points are real steps: no step-0 point carrying the final value (system/*: samples)
+        for key in (k for k in r.data.metrics if not k.startswith("system/")):
+            hist = client.get_metric_history(r.info.run_id, key)
+            if len(hist) > 1:
+                steps = [m.step for m in hist]
+                assert len(set(steps)) == len(steps), (r.info.run_name, key, steps)
+                last = max(hist, key=lambda m: m.step)
+                assert not any(m.step == 0 and m.value == last.value for m in hist), (r.info.run_name, key)
+    metrics = json.loads((repo / f"{SMOKE}/train_metrics.json").read_text())
+    ema = client.get_metric_history(train.info.run_id, "ema_eval_loss")
+    assert max(ema, key=lambda m: m.step).value == pytest.approx(metrics["ema_eval_loss"]) and min(m.step for m in ema) > 0
+    assert any(k.startswith("system/") for k in train.data.metrics)  # log_system_metrics
+    assert train.data.tags["hardware.cpu"] and train.data.tags["hardware.torch"]
+    import mlflow
+
+    from pipeline.io.checkpoint import load_network
+    path = mlflow.artifacts.download_artifacts(train.data.tags["pipeline.model_uri"], dst_path=str(tmp_path),
+                                               tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    assert sum(p.numel() for p in load_network(path).parameters()) > 0
+
+
+@pytest.mark.timeout(300)
+def test_mlflow_lineage_tags_are_what_dvc_lock_records(repo):
+    """Each stage run's output digests, taken after its outputs were written, equal dvc.lock's after the repro; the
+    params file's md5 is there too, and the committed copy is clean (stages' own outputs and dvc.lock aside)."""
+    import hashlib
+
+    import yaml
+    lock = yaml.safe_load((repo / "pipelines/smoke/dvc.lock").read_text())["stages"]
+    locked = {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
+    _, _, runs = mlflow_runs(repo)
+    stage_runs = [r for r in runs if r.data.tags["pipeline.kind"] in ("stage", "result")]
+    assert len(stage_runs) == 8  # train, 2 x sample, 2 x evaluate, likelihood, controllable, report
+    params_md5 = hashlib.md5((repo / "params/smoke.yaml").read_bytes()).hexdigest()
+    for r in stage_runs:
+        outs = {k.removeprefix("dvc.out."): v for k, v in r.data.tags.items() if k.startswith("dvc.out.")}
+        assert outs and all(locked[path] == md5 for path, md5 in outs.items()), (r.info.run_name, outs)
+        assert r.data.tags["git.dirty"] == "false", r.data.tags.get("git.dirty.files")
+        if r.data.tags["pipeline.stage"] != "report":
+            assert r.data.tags["dvc.params.params/smoke.yaml"] == params_md5
+
+
+@pytest.mark.timeout(300)
+def test_mlflow_results_view_in_chromium(repo, monkeypatch):
+    """The URL `make ui` prints opens the "Model training" runs table with the result rows, FD and NFE columns, in
+    headless Chromium over a real `mlflow server`; `make mlflow-png`'s command writes the screenshot."""
+    from pipeline.report import browser, mlflow_page
+
+    if browser.find() is None:
+        pytest.skip("Chromium not found (apt-get install chromium)")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    r = run(["python", "-m", "pipeline", "mlflow_view", "--suite", "smoke"], repo)  # `make ui`'s line
+    assert re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning&"
+                        r"viewStateShareKey=results\n", r.stdout), r.stdout
+    # what `make mlflow-png` runs (`mlflow_view --screenshot`): one server, the screenshot and the page's text
+    url, text = mlflow_page.results_view(uri, "smoke", repo / "reports/smoke/mlflow.png")
+    assert (repo / "reports/smoke/mlflow.png").stat().st_size > 10_000
+    assert "2 matching runs" in text and "smoke · pc" in text and "smoke · ode" in text, text[:3000]
+    for column in ("fd", "nfe", "sampler.method"):
+        assert f" {column} " in text, column
+
+
 @pytest.mark.timeout(300)
 def test_dvc_metrics_plots_and_experiments(repo, tmp_path):
     """DVC's own views of the repro: metrics, a diff against a commit, the loss plot, the experiments table."""

@@ -294,7 +294,8 @@ def test_the_dag_command_does_not_depend_on_the_process_count():
 
 
 def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
-    """The Snakefile turns the process count into `gpu=N` (`--gpus=N`), on one node (profiles/slurm)."""
+    """The Snakefile turns the process count into `gpu=N` (`--gpus=N`), on one node (profiles/slurm), where the suite
+    asks for GPUs (`--config gpus=1`; the smoke suite asks for none by default) and none with `gpus=0`."""
     from e2e_util import copy_repo, run
     from test_profiles import job_resources
 
@@ -303,7 +304,7 @@ def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
     raw = yaml.safe_load(f.read_text())
     raw["training"]["num_processes"], raw["eval"]["num_processes"] = 2, 4
     f.write_text(yaml.safe_dump(raw))
-    r = run(["snakemake", "--profile", "profiles/slurm", "-n", "--config", "suite=smoke"], repo)
+    r = run(["snakemake", "--profile", "profiles/slurm", "-n", "--config", "suite=smoke", "gpus=1"], repo)
     jobs = job_resources(r.stdout + r.stderr)
     want = {"train": 2, "sample": 4, "evaluate": 4, "likelihood": 1, "controllable": 1}
     for rule, res in jobs:
@@ -311,6 +312,8 @@ def test_slurm_jobs_ask_for_one_gpu_per_rank(tmp_path):
         if rule in ("train", "sample", "evaluate"):
             assert res["nodes"] == 1, (rule, res)
     assert {rule for rule, _ in jobs} >= {"train", "sample"}
+    r = run(["snakemake", "--profile", "profiles/slurm", "-n", "--config", "suite=smoke", "gpus=0"], repo)
+    assert {res["gpu"] for _, res in job_resources(r.stdout + r.stderr)} == {0}
 
 
 @pytest.mark.timeout(600)

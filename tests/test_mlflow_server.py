@@ -6,7 +6,6 @@ grid, and the run id written into the stage's DVC output. The server is then sto
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -193,8 +192,8 @@ def test_runs_and_lineage_over_rest(store, server):
     for stage, run in by_stage.items():
         t = tags(run)
         assert t["mlflow.parentRunId"] == parent_id, stage
-        assert t["git.commit"] == head and t["git.dirty"] in ("true", "false"), t
-        assert re.fullmatch(r"[0-9a-f]{64}", t["dvc.lock.sha256"]), t  # the lock as it was when the stage ran
+        assert t["git.commit"] == head and "git.dirty" not in t, t  # set when a `python -m pipeline` stage ends
+        assert "dvc.lock.sha256" not in t  # the lock before the stage names no output of it (lineage.py tags those)
         assert t["dvc.lock.path"] == "pipelines/mini/dvc.lock"
         assert t["dvc.stage"] == "pipelines/mini/dvc.yaml:track-toy"
         assert run["info"]["status"] == "FINISHED"

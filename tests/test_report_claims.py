@@ -102,6 +102,59 @@ def test_subvp_against_vp_needs_the_same_network():
     assert rc.subvp_vs_vp([other, sub]) is None
 
 
+def test_subvp_against_vp_is_paired_over_the_same_test_images():
+    """Per-image values that share most of their spread: unpaired, the intervals overlap (inconclusive); paired, the
+    per-image difference sub - vp = -0.05 ± 0.01 has mean -0.05 and standard error 0.0045, which decides it."""
+    base = [3.0, 4.0, 3.5, 4.5, 3.2, 4.2]  # the images' own spread (std 0.58): both models share it
+    jitter = [0.01, -0.01, 0.01, -0.01, 0.01, -0.01]
+    n = len(base)
+
+    def rec(vals):
+        mean = sum(vals) / n
+        se = (sum((v - mean) ** 2 for v in vals) / (n - 1) / n) ** 0.5
+        return {"bpd": {"mean": mean, "stderr": se, "per_image": vals}}
+
+    def exp(name, sde, vals, seed=2):
+        x = _exp(name, {"ode": (ODE, None)}, sde=sde, likelihood=rec(vals))
+        x["params"].seed, x["params"].data = seed, {"dataset": "fashion_mnist"}
+        return x
+
+    sub_img = [b - 0.05 + j for b, j in zip(base, jitter)]
+    sub, vp = exp("sub", "subvpsde", sub_img), exp("vp", "vpsde", base)
+    (a, b), where = rc.subvp_vs_vp([sub, vp])
+    unpaired = rc.Value(a.mean, a.err, "a"), rc.Value(b.mean, b.err, "b")
+    assert rc.verdict(*unpaired) == rc.INCONCLUSIVE  # 3.68 ± 0.24 against 3.73 ± 0.24
+    d = rc.paired(a, b)
+    diffs = [u - v for u, v in zip(sub_img, base)]
+    mean = sum(diffs) / n
+    assert d.mean == pytest.approx(mean, abs=1e-12) == pytest.approx(-0.05, abs=1e-12)
+    assert d.err == pytest.approx((sum((x - mean) ** 2 for x in diffs) / (n - 1) / n) ** 0.5, rel=1e-12)
+    assert rc.verdict(a, b) == rc.REPRODUCED  # -0.05 + 2 x 0.0045 < 0
+    row = rc._row(rc.CLAIMS[1], [sub, vp])
+    assert row[3] == rc.REPRODUCED and "(paired: difference per image over 6: -0.050 ± 0.004)" in row[2]
+    (a, b), _ = rc.subvp_vs_vp([sub, exp("vp", "vpsde", base, seed=3)])  # other dequantization noise: unpaired
+    assert rc.paired(a, b) is None and rc.verdict(a, b) == rc.INCONCLUSIVE
+    (a, b), _ = rc.subvp_vs_vp([exp("sub", "subvpsde", [v + 0.05 + j for v, j in zip(base, jitter)]), vp])
+    assert rc.verdict(a, b) == rc.NOT_REPRODUCED
+
+
+def test_fds_of_one_experiment_pair_up_seed_by_seed():
+    """Two samplers of one experiment draw seed k from the same noise: their FDs pair up. Seeds 0/1 give 70/80 and
+    73/83 (unpaired 75 ± 7.1 against 78 ± 7.1: overlap), a difference of -3 on both seeds (std 0): reproduced."""
+    def ev(values):
+        m = sum(values) / len(values)
+        std = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"classifier": {"fd": {"mean": m, "std": std, "n": 2, "values": values}}, "nfe": {"mean": 100},
+                "num_samples": 64}
+    x = _exp("e", {"pc": (PC, ev([70.0, 80.0])), "ode": (ODE, ev([73.0, 83.0]))})
+    x["params"].seed = 2
+    (pc, ode), where = rc.ode_vs_pc(x)
+    assert rc.verdict(rc.Value(pc.mean, pc.err, "a"), rc.Value(ode.mean, ode.err, "b")) == rc.INCONCLUSIVE
+    assert rc.paired(pc, ode).mean == -3.0 and rc.paired(pc, ode).err == 0.0 and rc.verdict(pc, ode) == rc.REPRODUCED
+    x["samplers"]["ode"]["eval"]["num_samples"] = 32  # other sample counts never pair (nor compare)
+    assert rc.ode_vs_pc(x) is None or rc.paired(*rc.ode_vs_pc(x)[0]) is None
+
+
 def test_ncsn_levels_pairs_only_experiments_that_differ_in_the_levels():
     ald = SamplingConfig(method="ald")
     big = _exp("big", {"ald": (ald, _ev(80, 2, 106))}, sde="vesde", model=ModelConfig(sigma_max=5, num_scales=15))

@@ -137,7 +137,8 @@ def test_each_methods_nfe_is_what_its_sampler_spends(name):
 # --- (c) a key on a method that does not read it ---------------------------------------------------------------------
 VALUES = {"rtol": 1e-3, "atol": 1e-3, "ode_method": "RK23", "step_lr": 1e-4, "step_convention": "paper",
           "solver_order": 1, "multistep": True, "time_grid": "edm", "rho": 5.0, "s_churn": 1.0, "s_tmin": 0.1,
-          "s_tmax": 2.0, "s_noise": 1.1, "eta": 0.5}  # a valid value other than the default of each refusable key
+          "s_tmax": 2.0, "s_noise": 1.1, "eta": 0.5,
+          "lower_order_final": False}  # a valid value other than the default of each refusable key
 PC_KEYS = set(names.SAMPLING_METHOD_TABLE[names.DEFAULT_SAMPLING_METHOD].keys)
 CASES = [(m.name, key) for m in names.SAMPLING_METHOD_TABLE.values()
          for key in SamplingConfig.model_fields

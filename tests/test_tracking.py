@@ -227,8 +227,11 @@ def test_stages_started_together_on_a_new_store_are_all_tracked(tmp_path):
     runs = client.search_runs([exp_id], max_results=100)  # active runs only: a deleted duplicate parent is not counted
     parents = {r.data.tags["pipeline.experiment"]: r.info.run_id for r in runs if r.data.tags["pipeline.kind"] == "parent"}
     assert len(parents) == 2 and len([r for r in runs if r.data.tags["pipeline.kind"] == "parent"]) == 2
-    stages = {r.info.run_name.split("/")[1]: r for r in runs if r.data.tags["pipeline.kind"] == "stage"}
-    assert sorted(stages) == sorted(experiments) and len(runs) == 10
+    stages = {r.info.run_name.split(tracking.SEP)[1]: r for r in runs if r.data.tags["pipeline.kind"] == "stage"}
+    assert sorted(stages) == sorted(experiments) and len(runs) == 11  # + the suite's run, the parents' parent
+    (suite,) = [r for r in runs if r.data.tags["pipeline.kind"] == "suite"]
+    assert all(runs_.data.tags["mlflow.parentRunId"] == suite.info.run_id for runs_ in runs
+               if runs_.data.tags["pipeline.kind"] == "parent")
     for stage, r in stages.items():
         assert r.info.status == "FINISHED" and r.data.metrics == {"value": float(stage)}
         assert r.data.tags["mlflow.parentRunId"] == parents[experiments[stage]]

@@ -223,8 +223,8 @@ class VPSDE(SDE):
 
 
 class subVPSDE(SDE):
-    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 12 / 27; its perturbation kernel is Eq. 34), discretized by
-    Euler–Maruyama.
+    """sub-VP SDE: dx = -1/2 β(t) x dt + sqrt(β(t) (1 - exp(-2 ∫_0^t β))) dw (Eq. 12 / 27; its perturbation kernel
+    is Eq. 34), discretized by Euler–Maruyama.
 
     It carries the VP table of β_i / α_i = 1 - β_i only for the Langevin corrector's α factor (docs/papers.md §3).
     """

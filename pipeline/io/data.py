@@ -150,6 +150,54 @@ def _generate_toy(dataset: str, out: Path) -> None:
     atomic.save_npz(out / f"{dataset}.npz", **arrays)
 
 
+SYNTHETIC_SIZES = {"train": 2000, "test": 500}  # a stand-in (names.Dataset.stand_in_for): a rehearsal's data, not a benchmark
+
+
+def synthetic_images(dataset: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in's images (uint8 NCHW, the record's shape) and balanced labels: per class, stripes of its own
+    orientation and frequency in its own colour, a random phase and pixel noise per image. Learnable by the dataset
+    classifier, so FD / KD / IS and class-conditional accuracy are defined; not CIFAR-10 or any real image."""
+    rec = DATASET_TABLE[dataset]
+    k = len(rec.class_names or range(10))
+    y = rng.permutation(np.arange(n) % k)
+    colour = np.random.default_rng(1234).uniform(0.2, 0.9, (k, rec.channels))  # the classes' colours: fixed
+    yy, xx = np.mgrid[0:rec.size, 0:rec.size] / rec.size
+    angle, freq = (np.pi * y / k)[:, None, None], (2 + y % 4)[:, None, None]
+    wave = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 2 * np.pi, (n, 1, 1)))
+    x = colour[y][:, :, None, None] * (0.6 + 0.4 * wave[:, None]) + 0.05 * rng.standard_normal((n, rec.channels,
+                                                                                                  rec.size, rec.size))
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def _generate_synthetic(dataset: str, out: Path) -> None:
+    """"Downloading" a stand-in generates it from a fixed seed, offline, and labels the raw folder as synthetic."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in SYNTHETIC_SIZES.items():
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = synthetic_images(dataset, n, rng)
+    atomic.save_npz(out / f"{dataset}.npz", **arrays)
+    atomic.write_json(out / "SYNTHETIC.json", {"dataset": dataset, "synthetic": synthetic_note(dataset)})
+
+
+def _split_synthetic(dataset: str, raw: Path, split: str) -> Split:
+    f = raw / f"{dataset}.npz"
+    if not f.exists():
+        raise StageError(f"{f}: missing; run `python -m pipeline download --dataset {dataset}`")
+    with np.load(f) as z:
+        return z[f"{split}_x"], z[f"{split}_y"]
+
+
+def synthetic_note(dataset: str) -> str | None:
+    """What a stand-in is, in one sentence (None for a real dataset): the prepared manifest and reports carry it."""
+    rec = DATASET_TABLE[dataset]
+    if not rec.stand_in_for:
+        return None
+    real = DATASET_TABLE[rec.stand_in_for]
+    return (f"SYNTHETIC data generated offline (seeded), a stand-in for {real.display} with its shape "
+            f"({rec.size}x{rec.size}x{rec.channels}) and class names: striped images, one pattern per class; numbers "
+            f"on it say nothing about {real.display}")
+
+
 def _loader(dataset: str) -> Loader:
     if dataset not in LOADERS:
         raise StageError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
@@ -241,6 +289,7 @@ LOADERS = {
     "cifar10": Loader(_download_torchvision, _split_cifar10, "CIFAR10"),
     "celeba": Loader(_download_torchvision, _split_celeba, "CelebA"),
     "digits": Loader(_download_digits, _split_digits),
+    **{n: Loader(_generate_synthetic, _split_synthetic) for n, d in DATASET_TABLE.items() if d.stand_in_for},
     **{name: Loader(_generate_toy, _split_toy) for name in ("gmm", "swiss_roll", "checkerboard")},
 }
 check_registry("dataset", LOADERS, DATASETS)
@@ -253,6 +302,8 @@ def prepare(root: Path, dataset: str) -> Path:
     loader = _loader(dataset)
     with atomic.atomic_dir(out) as tmp:
         manifest = {"dataset": dataset, "kind": DATASET_TABLE[dataset].kind, "splits": {}}
+        if synthetic_note(dataset):
+            manifest["synthetic"] = synthetic_note(dataset)
         for split in ("train", "test"):
             x, y = loader.split(dataset, raw, split)
             atomic.save_npz(tmp / f"{split}.npz", x=x, y=y)

@@ -1,12 +1,16 @@
-"""MLflow lineage: one experiment per suite, a parent run per experiment, a child run per stage.
+"""MLflow lineage: one experiment per suite; in it a suite run, under it a run per experiment, under that a run per
+stage. The evaluate stage's run is the result run of an (experiment, sampler): kind `result`, with the sampler's
+settings, its NFE and every metric (pipeline/stages/evaluate.py). Params follow the params files' dotted keys, a
+sampler setting's under `sampler.`; tags `pipeline.*` say what a run is (experiment, sde, model, sampler, ...).
 
 Tracking never loses results: if MLflow fails, the stage still writes its outputs and says tracking was skipped.
+The tags that describe a stage's outputs (their DVC digests, git's state) are set when it has written them
+(pipeline/io/lineage.py, called by `python -m pipeline` after the outputs are stamped).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -164,12 +168,12 @@ def _git(root: Path, *args: str) -> str:
 
 
 def lineage_tags(root: Path, stage: str, suite: str | None = None) -> dict[str, str]:
+    """The tags a stage run gets when it starts: the stage, the commit, the dvc.lock that will record it, the
+    fingerprint of its inputs. Its outputs' digests and git's dirty state are set when it ends (lineage.py)."""
     lock = lock_file(root, suite)
     tags = {
         "pipeline.stage": stage,
         "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
-        "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc.lock.sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else "none",
         "dvc.lock.path": _rel(lock, root) if lock.exists() else "none",
     }
     if os.environ.get("DVC_STAGE"):
@@ -192,13 +196,37 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+SEP = " · "  # run names: `ncsnpp_cont · heun`, `ncsnpp_cont · train`, `suite · default`
+OPENED: list[str] = []  # the stage runs this process opened: `python -m pipeline` tags them when the stage ends
+
+
+def run_name(experiment: str | None, stage: str) -> str:
+    """A stage run's name: `<experiment> · <stage>` (`evaluate/heun` -> the result run `<experiment> · heun`)."""
+    kind, _, sampler = stage.partition("/")
+    words = [sampler] if kind == "evaluate" else [sampler, kind] if sampler else [kind]
+    return SEP.join([experiment, *words] if experiment else words)
+
+
+def hardware_tags(processes: int = 1) -> dict[str, str]:
+    """`hardware.*` tags: CPU model and count, GPU, torch and CUDA versions (torch only where the stage imported it:
+    a data stage pays no torch import for its tags)."""
+    from pipeline.io import hardware
+
+    if "torch" in sys.modules:
+        hw = hardware.describe(processes)
+    else:
+        hw = {"cpu": hardware.cpu_model(), "cpu_count": os.cpu_count(), "processes": processes}
+    return {f"hardware.{k}": "none" if v is None else str(v) for k, v in hw.items()}
+
+
 class Tracker:
-    """A child run of one stage; every call is a no-op once tracking has failed. `status` is "logged" while the run
-    takes every record, else "skipped: <reason>" or OFF."""
+    """A stage's run; every call is a no-op once tracking has failed. `status` is "logged" while the run takes every
+    record, else "skipped: <reason>" or OFF. `parent_id` / `suite_id`: the experiment's and the suite's runs."""
 
     def __init__(self, mlflow_mod=None, run_id: str | None = None, root: Path | None = None, suite: str | None = None,
-                 status: str | None = None):
+                 status: str | None = None, parent_id: str | None = None, suite_id: str | None = None):
         self._m, self.run_id, self.root, self.suite = mlflow_mod, run_id, Path(root or "."), suite
+        self.parent_id, self.suite_id = parent_id, suite_id
         self.status = status or ("logged" if mlflow_mod is not None else "skipped: no MLflow run")
 
     @property
@@ -221,18 +249,69 @@ class Tracker:
             self.status = f"skipped: an MLflow call failed mid-stage ({_why(e)})"
             return None
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        """Numbers of `metrics` (others dropped) at `step`, on this run or on `run_id` (the experiment's, the suite's)."""
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._safe(lambda: self._m.log_metrics(clean, step=step))
+        if run_id:
+            self._safe(lambda: [self._m.MlflowClient().log_metric(run_id, k, v, step=step or 0) for k, v in clean.items()])
+        else:
+            self._safe(lambda: self._m.log_metrics(clean, step=step))
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self._safe(lambda: self._m.set_tags({k: str(v) for k, v in tags.items()}))
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Nested or dotted params, flattened to dotted keys (values cut to 500 characters), 100 per call."""
+        items = [(k, str(v)[:500]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self._safe(lambda: self._m.log_params(dict(items[i:i + 100])))
 
-    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
-        self._safe(lambda: self._m.log_artifact(str(path), artifact_path))
+    def set_tags(self, tags: dict[str, Any], run_id: str | None = None) -> None:
+        clean = {k: str(v) for k, v in tags.items() if v is not None}
+        if run_id:
+            self._safe(lambda: [self._m.MlflowClient().set_tag(run_id, k, v) for k, v in clean.items()])
+        else:
+            self._safe(lambda: self._m.set_tags(clean))
 
-    def log_artifacts(self, path: Path | str, artifact_path: str | None = None) -> None:
-        self._safe(lambda: self._m.log_artifacts(str(path), artifact_path))
+    def describe(self, text: str, run_id: str | None = None) -> None:
+        """The run's description (Markdown), shown on its page and in the runs table's description column."""
+        self.set_tags({"mlflow.note.content": text}, run_id)
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None, run_id: str | None = None) -> None:
+        if run_id:
+            self._safe(lambda: self._m.MlflowClient().log_artifact(run_id, str(path), artifact_path))
+        else:
+            self._safe(lambda: self._m.log_artifact(str(path), artifact_path))
+
+    def experiment_runs(self) -> dict[str, str]:
+        """{experiment: its run id} of the runs under this suite's run."""
+        runs = self._safe(lambda: _find(self._m, suite=self.suite, kind="parent")) or []
+        return {r.data.tags["pipeline.experiment"]: r.info.run_id for r in reversed(runs)}  # the oldest one wins
+
+    def log_artifacts(self, path: Path | str, artifact_path: str | None = None, run_id: str | None = None) -> None:
+        if run_id:
+            self._safe(lambda: self._m.MlflowClient().log_artifacts(run_id, str(path), artifact_path))
+        else:
+            self._safe(lambda: self._m.log_artifacts(str(path), artifact_path))
+
+    def log_image(self, png: Path | str, key: str, step: int | None = None) -> None:
+        """A PNG as a stepped image (the run's image grid and chart: `key` at `step`, e.g. the training step)."""
+        def go():
+            from PIL import Image
+
+            with Image.open(png) as im:
+                self._m.log_image(im.convert("RGB"), key=key, step=step or 0, synchronous=True)
+        self._safe(go)
+
+    def log_figure(self, fig, artifact_file: str, run_id: str | None = None) -> None:
+        """A matplotlib figure (left open: the caller closes it), shown on the run's artifacts page."""
+        def go():
+            if run_id:
+                self._m.MlflowClient().log_figure(run_id, fig, artifact_file)
+            else:
+                self._m.log_figure(fig, artifact_file)
+        self._safe(go)
+
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        """Columns of equal length as an MLflow table (JSON artifact, shown as a table on the run's page)."""
+        self._safe(lambda: self._m.log_table(data=data, artifact_file=artifact_file))
 
     def log_dataset(self, name: str, sha256: str | None, source: Path | str, context: str) -> None:
         """`log_input` of prepared data at `source` (a DVC output folder such as data/prepared/<ds>, or a file in it).
@@ -285,52 +364,89 @@ def _setup(root: Path, suite: str):
         except Exception:  # noqa: BLE001 - a stage running beside this one created it first (snakemake -c N)
             if mlflow.get_experiment_by_name(name) is None:
                 raise
-    mlflow.set_experiment(name)
+    exp = mlflow.set_experiment(name)
+    from pipeline.io import mlflow_view
+
+    missing = {k: v for k, v in mlflow_view.experiment_tags(suite).items() if exp.tags.get(k) != v}
+    for k, v in missing.items():  # the "Model training" view and the results view of `make ui`
+        mlflow.set_experiment_tag(k, v)
     return mlflow
+
+
+def _find(mlflow, **tags: str) -> list:
+    """Active runs with these `pipeline.*` tags, oldest first (ties: by run id), so concurrent stages agree."""
+    where = " and ".join(f"tags.`pipeline.{k}` = '{v}'" for k, v in tags.items())
+    runs = mlflow.search_runs(filter_string=where, output_format="list")
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
 def _parents(mlflow, experiment: str) -> list:
     """The experiment's parent runs, oldest first (ties: by run id), so concurrent stages agree on the first."""
-    runs = mlflow.search_runs(filter_string=f"tags.`pipeline.experiment` = '{experiment}' and tags.`pipeline.kind` = 'parent'",
-                              output_format="list")
-    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    return _find(mlflow, experiment=experiment, kind="parent")
 
 
-def _parent_run(mlflow, experiment: str) -> str:
-    """The experiment's parent run, created when missing. Two stages of one experiment that start together (Snakemake
-    runs independent stages side by side) may both create one: each then keeps the oldest and deletes its own."""
-    found = _parents(mlflow, experiment)
+def _first_or_create(mlflow, find, name: str, tags: dict[str, str]) -> str:
+    """The oldest run `find()` returns, created when there is none. Two stages that start together (Snakemake runs
+    independent stages side by side, on several machines) may both create one: each then keeps the oldest and
+    deletes its own."""
+    found = find()
     if found:
         return found[0].info.run_id
-    run = mlflow.start_run(run_name=experiment, tags={"pipeline.experiment": experiment, "pipeline.kind": "parent"})
+    run = mlflow.start_run(run_name=name, tags=tags)
     mlflow.end_run()
-    first = _parents(mlflow, experiment)[0].info.run_id
+    first = find()[0].info.run_id
     if first != run.info.run_id:
         mlflow.delete_run(run.info.run_id)
     return first
 
 
-@contextlib.contextmanager
-def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict | None = None) -> Iterator[Tracker]:
-    """Open the stage's child run under the experiment's parent run (or a no-op tracker if MLflow fails).
+def _suite_run(mlflow, suite: str) -> str:
+    return _first_or_create(mlflow, lambda: _find(mlflow, suite=suite, kind="suite"), SEP.join(["suite", suite]),
+                            {"pipeline.suite": suite, "pipeline.kind": "suite"})
 
-    With a SQLite store, creating the store, the experiment, the parent run and the child run happen under
+
+def _parent_run(mlflow, experiment: str, suite_id: str | None = None, suite: str | None = None) -> str:
+    """The experiment's run (kind `parent`, under the suite's run), created when missing."""
+    tags = {"pipeline.experiment": experiment, "pipeline.kind": "parent"}
+    if suite_id:
+        tags.update({"mlflow.parentRunId": suite_id, "pipeline.suite": suite or ""})
+    return _first_or_create(mlflow, lambda: _parents(mlflow, experiment), experiment, tags)
+
+
+@contextlib.contextmanager
+def stage_run(root: Path, suite: str, experiment: str | None, stage: str, params: dict | None = None, *,
+              tags: dict[str, Any] | None = None, kind: str = "stage", system_metrics: bool = False,
+              description: str | None = None, processes: int = 1) -> Iterator[Tracker]:
+    """Open the stage's run under the experiment's run (the suite's run when `experiment` is None), or a no-op
+    tracker if MLflow fails. `params`: nested or dotted params (flattened to dotted keys); `tags`: more `pipeline.*`
+    tags; `kind`: "stage" or "result"; `system_metrics`: MLflow's CPU / memory (/ GPU) sampling while it runs.
+
+    With a SQLite store, creating the store, the experiment, the suite, parent and stage runs happen under
     store_lock: stages started side by side on a new store each get their run."""
-    mlflow, run, why = None, None, None
+    mlflow, run, why, parent, suite_run = None, None, None, None, None
     if os.environ.get("PIPELINE_TRACKING", "on") == "off":
         yield Tracker(status=OFF)
         return
     try:
-        tags = {**lineage_tags(root, stage, suite), "pipeline.experiment": experiment, "pipeline.kind": "stage"}
+        all_tags = {**lineage_tags(root, stage, suite), **hardware_tags(processes), "pipeline.suite": suite,
+                    "pipeline.kind": kind, **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        if experiment:
+            all_tags["pipeline.experiment"] = experiment
+        if description:
+            all_tags["mlflow.note.content"] = description
+        if system_metrics:
+            os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
+            os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
         with store_lock(tracking_uri(root)):
             mlflow = _setup(root, suite)
-            parent = _parent_run(mlflow, experiment)
-            run = mlflow.start_run(run_name=f"{experiment}/{stage}", tags={**tags, "mlflow.parentRunId": parent})
+            suite_run = _suite_run(mlflow, suite)
+            parent = _parent_run(mlflow, experiment, suite_run, suite) if experiment else suite_run
+            run = mlflow.start_run(run_name=run_name(experiment or suite, stage),
+                                   tags={**all_tags, "mlflow.parentRunId": parent},
+                                   log_system_metrics=system_metrics)
+        OPENED.append(run.info.run_id)
         if params:
-            flat = {k: str(v)[:500] for k, v in flatten(params).items()}
-            items = list(flat.items())
-            for i in range(0, len(items), 100):
-                mlflow.log_params(dict(items[i:i + 100]))
+            Tracker(mlflow).log_params(params)
     except Exception as e:  # noqa: BLE001
         why = f"skipped: {_why(e)}"
         print(f"warning: MLflow tracking skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
@@ -339,7 +455,7 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
             with contextlib.suppress(Exception):
                 mlflow.end_run(status="FAILED")
         mlflow, run = None, None
-    tracker = Tracker(mlflow, run.info.run_id if run else None, root, suite, why)
+    tracker = Tracker(mlflow, run.info.run_id if run else None, root, suite, why, parent, suite_run)
     status = "FAILED"
     try:
         yield tracker
@@ -347,6 +463,9 @@ def stage_run(root: Path, suite: str, experiment: str, stage: str, params: dict 
     finally:
         if tracker.active:
             tracker._safe(lambda: mlflow.end_run(status=status))
+            client = tracker._safe(mlflow.MlflowClient)
+            for rid in dict.fromkeys([parent, suite_run]):  # the parents' duration spans their stages
+                tracker._safe(lambda: client.set_terminated(rid, "FINISHED"))
 
 
 def log_dataset_stage(root: Path, dataset: str, stage: str, folder: Path) -> None:

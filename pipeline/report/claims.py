@@ -19,7 +19,12 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reprod
 RULE = (f"Verdict rule: a claim \"A is lower (better) than B\" is *reproduced* when the intervals mean ± {K_STD:g} std "
         f"of A and B do not overlap and A is below, *not reproduced* when they do not overlap and A is above, and "
         f"*inconclusive* when they overlap or an error bar is missing (one seed). Std: over sampling seeds for FD, "
-        f"the standard error over test images for bits/dim. *Not tested*: the suite has no experiment for it.")
+        f"the standard error over test images for bits/dim. Paired values are decided by their difference instead: "
+        f"FDs drawn from the same noise seed by seed (every sampler of an experiment; common random numbers) and "
+        f"bits/dim of two models on the same test images with the same dequantization noise: *reproduced* when the "
+        f"mean difference ± {K_STD:g} std over seeds (FD) or ± {K_STD:g} standard errors over images (bits/dim) "
+        f"lies below 0, *not reproduced* when above, *inconclusive* when across. *Not tested*: the suite has no "
+        f"experiment for it.")
 NFE_MATCH = 0.05  # two samplers have "equal NFE" when their measured mean NFEs differ by at most 5%
 
 
@@ -28,15 +33,37 @@ class Value:
     mean: float
     err: float | None  # std over seeds (FD) or standard error (bits/dim); None: one seed
     label: str  # what was measured, e.g. "PC: reverse_diffusion + langevin, NFE 200"
+    per: list[float] | None = None  # the values behind the mean: per sampling seed (FD) or per test image (bits/dim)
+    pair: tuple | None = None  # what `per` was measured on; equal on two values = the same noise / images, unit by unit
+    err_kind: str = "std"  # "std" over seeds or "se" (standard error) over images: the paired difference's width too
 
     def text(self, nd: int = 2) -> str:
         err = f" ± {self.err:.{nd}f}" if self.err is not None and math.isfinite(self.err) else " (1 seed)"
         return f"{self.label}: {self.mean:.{nd}f}{err}"
 
 
+def paired(better: Value, worse: Value) -> Value | None:
+    """The unit-by-unit difference better - worse (mean ± std over seeds, or ± standard error over images) when both
+    were measured on the same units (`pair`: the same sampling noise seed by seed, or the same test images with the
+    same dequantization noise), else None. Pairing removes what both share (the noise draw, the image) from the
+    comparison: common random numbers."""
+    a, b = better.per, worse.per
+    if not (better.pair and better.pair == worse.pair and a and b and len(a) == len(b) >= 2):
+        return None
+    d = [u - v for u, v in zip(a, b)]
+    n = len(d)
+    m = sum(d) / n
+    std = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))
+    unit = "seed" if better.err_kind == "std" else "image"
+    return Value(m, std if better.err_kind == "std" else std / math.sqrt(n), f"difference per {unit} over {n}")
+
+
 def verdict(better: Value, worse: Value, k: float = K_STD) -> str:
     """REPRODUCED when [m ± k·err] of `better` lies wholly below that of `worse`, NOT_REPRODUCED when wholly above,
-    else INCONCLUSIVE (overlap, or a missing error bar)."""
+    else INCONCLUSIVE (overlap, or a missing error bar). Paired values (`paired`) are decided by their difference
+    instead: [d ± k·err_d] wholly below 0, wholly above, or across it."""
+    if (d := paired(better, worse)) is not None:
+        better, worse = d, Value(0.0, 0.0, "0")
     if better.err is None or worse.err is None or not (math.isfinite(better.err) and math.isfinite(worse.err)):
         return INCONCLUSIVE
     if better.mean + k * better.err < worse.mean - k * worse.err:
@@ -65,17 +92,25 @@ def fd_records(x: dict) -> list[dict]:
         fd, nfe = (ev.get("classifier") or {}).get("fd"), (ev.get("nfe") or {}).get("mean")
         if isinstance(fd, dict) and fd.get("mean") is not None and nfe is not None:
             out.append({"settings": s["settings"].model_dump(), "nfe": nfe, "fd": fd, "source": f"sampler {name}",
-                        "num_samples": ev.get("num_samples")})
+                        "num_samples": ev.get("num_samples"), "pair": _noise(x, ev.get("num_samples"))})
     for pt in ((x.get("curves") or {}).get("nfe") or {}).get("records") or []:  # curves/nfe.json
         fd, nfe = pt.get("fd") or {}, (pt.get("nfe") or {}).get("mean")
         if fd.get("mean") is not None and nfe is not None:
             out.append({"settings": pt["setting"], "nfe": nfe, "fd": fd, "source": f"curve {pt['curve']}",
-                        "num_samples": pt.get("num_samples")})
+                        "num_samples": pt.get("num_samples"), "pair": _noise(x, pt.get("num_samples"))})
     return out
 
 
+def _noise(x: dict, num_samples) -> tuple:
+    """What an FD record's seeds were drawn with: sample i of seed k comes from generator(seed, "sample", k, i) in
+    both the sample stage and the curves (pipeline/metrics/curves.py), so records of one experiment seed and sample
+    count share their noise seed by seed."""
+    return ("sample noise", getattr(x["params"], "seed", None), num_samples)
+
+
 def _value(rec: dict, label: str) -> Value:
-    return Value(rec["fd"]["mean"], rec["fd"].get("std"), f"{label}, NFE {rec['nfe']:.0f}")
+    return Value(rec["fd"]["mean"], rec["fd"].get("std"), f"{label}, NFE {rec['nfe']:.0f}", rec["fd"].get("values"),
+                 rec.get("pair"))
 
 
 def _pc_kind(s: dict) -> str | None:
@@ -156,7 +191,12 @@ def subvp_vs_vp(exps: list[dict]) -> tuple[list[Value], str] | None:
     """bits/dim of a sub-VP and a VP experiment with the same network (Score SDE Table 2)."""
     def bpd(x):
         rec = (x.get("likelihood") or {}).get("bpd") or {}
-        return Value(rec["mean"], rec.get("stderr"), f"{x['experiment']} bits/dim") if rec.get("mean") else None
+        if not rec.get("mean"):
+            return None
+        per = rec.get("per_image")  # same images, same dequantization noise: the experiments' values pair up
+        pair = (f"the same {len(per)} test images" if per else None, getattr(x["params"], "seed", None),
+                repr(getattr(x["params"], "data", None)))
+        return Value(rec["mean"], rec.get("stderr"), f"{x['experiment']} bits/dim", per, pair if per else None, "se")
     net = lambda x: x["params"].model.model_dump()  # noqa: E731
     for sub in (x for x in exps if x["sde"] == "subvpsde" and bpd(x)):
         vp = next((x for x in exps if x["sde"] == "vpsde" and bpd(x) and net(x) == net(sub)), None)
@@ -219,7 +259,9 @@ def _row(c: Claim, exps: list[dict]) -> list[str]:
         return [c.claim, c.evidence, f"not measured here: needs {c.untested}", NOT_TESTED]
     values, where = m
     v = combined(values[0], values[1:])
-    return [c.claim, c.evidence, f"{where}: " + "; ".join(val.text() for val in values), v]
+    pairs = [d.text(3) for o in values[1:] if (d := paired(values[0], o))]
+    return [c.claim, c.evidence, f"{where}: " + "; ".join(val.text() for val in values)
+            + (f" (paired: {'; '.join(pairs)})" if pairs else ""), v]
 
 
 def _anything_ran(exps: list[dict]) -> bool:

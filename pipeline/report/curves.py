@@ -76,12 +76,15 @@ def curve_figures(exps: list[dict], fig_dir: Path) -> list[dict]:
                                 "upwards against the evaluate stage's; compare points within a figure."
                                 + (f" Skipped: {'; '.join(skipped)}." if skipped else "")})
     steps = {x["experiment"]: {"records": ck["records"], "best": ck["best"]["checkpoint_step"],
+                               "raw_records": ck.get("raw_records") or [],
                                "title": f"{x['experiment']}: {sampler_label(SamplingConfig(**ck['setting']))}"}
              for x in exps if _done(ck := (x.get("curves") or {}).get("ckpt"))}
     if steps:
         figures.fd_against_step(fig_dir / "fd_vs_step.png", steps)
         figs.append({"section": SECTION_STEP, "kind": "plot", "file": "fd_vs_step.png",
-                     "caption": "Classifier FD of the EMA weights kept every training.ckpt_freq steps and of the final "
-                                "ones (curves stage, one cheap sampler per experiment); the star marks the best "
+                     "caption": "Classifier FD of the weights kept every training.ckpt_freq steps and of the final "
+                                "ones (curves stage, one cheap sampler per experiment): the EMA weights, which the "
+                                "suite samples with (model.ema_schedule), and the raw weights of the same steps, "
+                                "dashed, to show what the average gains or loses; the star marks the best EMA "
                                 "checkpoint, reported in the Table 3 layout's checkpoint columns."})
     return figs

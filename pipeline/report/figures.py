@@ -16,11 +16,17 @@ def _plt():
     return plt
 
 
+KEPT: dict | None = None  # a dict: the figures drawn are kept open in it by file name (the report logs them to MLflow)
+
+
 def _save(fig, path: Path) -> None:
     plt = _plt()
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    if KEPT is not None:
+        KEPT[Path(path).name] = fig
+    else:
+        plt.close(fig)
 
 
 def read_curve(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -157,8 +163,8 @@ def fd_against_nfe(path: Path, title: str, curves: dict[str, list[dict]], metric
 
 def fd_against_step(path: Path, curves: dict[str, dict], metric: str = "FD (dataset classifier)") -> None:
     """FD against training step, one panel per experiment (the checkpoint curve of pipeline/metrics/curves.py): mean ± 1 std
-    over seeds per kept checkpoint, the best one starred. curves[name] = {"records": [...], "best": step,
-    "title": str}."""
+    over seeds per kept checkpoint, the best one starred, and the raw weights' curve dashed where there is one.
+    curves[name] = {"records": [...], "best": step, "title": str, "raw_records": [...] (optional)}."""
     plt = _plt()
     names = list(curves)
     cols = 1 if len(names) == 1 else 2
@@ -168,8 +174,14 @@ def fd_against_step(path: Path, curves: dict[str, dict], metric: str = "FD (data
         c = curves[name]
         recs = sorted(c["records"], key=lambda r: r["checkpoint_step"])
         steps = [r["checkpoint_step"] for r in recs]
+        ema = bool(recs) and recs[0].get("weights", "ema") == "ema"
         ax.errorbar(steps, [r["fd"]["mean"] for r in recs], yerr=[r["fd"].get("std") or 0.0 for r in recs],
-                    fmt="o-", color="tab:blue", capsize=3, ms=4, label="kept EMA weights")
+                    fmt="o-", color="tab:blue", capsize=3, ms=4, label="EMA weights" if ema else "weights")
+        raw = sorted(c.get("raw_records") or [], key=lambda r: r["checkpoint_step"])
+        if raw:
+            ax.errorbar([r["checkpoint_step"] for r in raw], [r["fd"]["mean"] for r in raw],
+                        yerr=[r["fd"].get("std") or 0.0 for r in raw], fmt="s--", color="tab:gray", capsize=3, ms=3,
+                        label="raw weights")
         best = next(r for r in recs if r["checkpoint_step"] == c["best"])
         ax.plot([best["checkpoint_step"]], [best["fd"]["mean"]], "*", color="tab:red", ms=12,
                 label=f"best: step {best['checkpoint_step']}")

@@ -35,6 +35,8 @@ STYLE = (
     "img.example{width:512px;max-width:100%;height:auto;image-rendering:pixelated;border:1px solid #ccc}"
     "figure.example,figure.plot{max-width:100%}figure.example figcaption,figure.plot figcaption{max-width:720px}"
     "figure.plot{display:block}img.plot{max-width:100%;height:auto}footer{font-size:12px;color:#555;margin-top:2em}"
+    ".banner{background:#fdecea;border:2px solid #c62828;border-radius:4px;padding:.4em .9em;margin:.4em 0;"
+    "font-weight:600;font-size:14px}"
     "@media (max-width:700px){.cmp{display:block}.cmp .real{position:static}}")
 
 
@@ -73,14 +75,16 @@ def _summary_html(lines, headline: Table, caveats: list[str]) -> str:
 
 
 def page(suite: str, summary, tables: list[Table], figs: list[dict], fig_dir: Path, missing: list[str],
-         footer: str) -> str:
+         footer: str, banners: list[str] = ()) -> str:
+    """index.html; `banners` (a rehearsal, synthetic data: report.summary.banners) open the page, above the summary."""
     lines, headline, caveats = summary
     main = [t for t in tables if t.key != "lineage"]
     lineage = [t for t in tables if t.key == "lineage"]
     sections = [("summary", "Summary")] + [(f"h-{t.key}", t.title.split(" (")[0]) for t in main] + [
         ("h-samples", "Samples"), ("h-figures", "Figures")] + [(f"h-{t.key}", "Lineage") for t in lineage]
     nav = "<nav>" + "".join(f"<a href='#{a}'>{html.escape(n)}</a>" for a, n in sections) + "</nav>"
-    body = [f"<h1>Report: suite {html.escape(suite)}</h1>", nav, _summary_html(lines, headline, caveats),
+    body = [f"<h1>Report: suite {html.escape(suite)}</h1>", *(f"<p class='banner'>{html.escape(b)}</p>" for b in banners),
+            nav, _summary_html(lines, headline, caveats),
             f"<p class='note'>{html.escape(INTRO)}</p>"]
     body += [table_html(t) for t in main]
     body.append(_samples_html(figs, fig_dir, missing))
@@ -115,9 +119,10 @@ def _samples_md(figs: list[dict], missing: list[str]) -> str:
     return "\n".join(out)
 
 
-def readme(suite: str, summary, tables: list[Table], figs: list[dict], missing: list[str], footer: str) -> str:
+def readme(suite: str, summary, tables: list[Table], figs: list[dict], missing: list[str], footer: str,
+           banners: list[str] = ()) -> str:
     lines, headline, caveats = summary
-    md = [f"# Report: suite `{suite}`\n", "## Summary\n"]
+    md = [f"# Report: suite `{suite}`\n", *(f"> **{b}**\n" for b in banners), "## Summary\n"]
     md += [f"- **{k}**: {v}" for k, v in lines]
     md += ["", markdown(headline.columns, headline.rows), "**Not comparable with the papers, and why**\n"]
     md += [f"- {c}" for c in caveats] or ["- Nothing: every row is comparable."]

@@ -5,6 +5,24 @@ import html
 from dataclasses import dataclass, field
 
 
+class Link(str):
+    """A table cell that links to `url` (an MLflow run): a link in HTML and Markdown, its text in LaTeX."""
+
+    def __new__(cls, text: str, url: str):
+        obj = super().__new__(cls, text)
+        obj.url = url
+        return obj
+
+
+def _md_cell(c: str) -> str:
+    text = c.replace("|", "\\|")
+    return f"[{text}]({c.url})" if isinstance(c, Link) else text
+
+
+def _html_cell(c: str) -> str:
+    return f"<a href='{html.escape(c.url, quote=True)}'>{html.escape(c)}</a>" if isinstance(c, Link) else html.escape(c)
+
+
 @dataclass
 class Table:
     key: str  # short id (LaTeX label, HTML anchor)
@@ -29,7 +47,7 @@ class Table:
 # --- Markdown ------------------------------------------------------------------------------------------------------
 def markdown(head, body) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +122,7 @@ def html_table(head, body, groups: list[tuple[str, str, int]] | None = None, tab
         top = "<tr class='groups'>" + "".join(cells) + "</tr>"
 
     def td(tag: str, i: int, c: str) -> str:
-        return f"<{tag}{' class=g' if i in starts else ''}>{html.escape(c)}</{tag}>"
+        return f"<{tag}{' class=g' if i in starts else ''}>{_html_cell(c)}</{tag}>"
 
     th = "".join(td("th", i, h) for i, h in enumerate(head))
     trs = "".join("<tr>" + "".join(td("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in body)

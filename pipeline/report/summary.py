@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.io.data import synthetic_note
 from pipeline.report import published
 from pipeline.report.results import (
     NO_PAPER,
@@ -19,6 +20,7 @@ from pipeline.report.results import (
     ours,
     sampler_text,
 )
+from pipeline.workflow import rehearsal
 
 
 def _count(n: int, word: str) -> str:
@@ -177,3 +179,16 @@ def summary(exps: list[dict], datasets: dict[str, dict]) -> tuple[list[tuple[str
     """([(label, text)] for what ran / hardware / time, the headline table, the not-comparable list)."""
     lines = [("What ran", what_ran(exps, datasets)), ("Hardware", hardware(exps)), ("Time", timing(exps, datasets))]
     return lines, headline(exps), not_comparable(exps)
+
+
+def banners(suite: str, datasets: dict[str, dict]) -> list[str]:
+    """What the page must say before anything else: a dress rehearsal's numbers are no result, and synthetic data is
+    no dataset (pipeline/workflow/rehearsal.py, names.Dataset.stand_in_for)."""
+    out = []
+    if rehearsal.is_rehearsal(suite):
+        src = rehearsal.source(suite)
+        out.append(f"DRESS REHEARSAL of suite {src}, not a result: every stage of its DAG ran at miniature scale "
+                   f"(`make rehearse SUITE={src}`) to show that each runs and writes its outputs; the numbers say nothing "
+                   f"about the models. Override set: {rehearsal.override_text()}.")
+    out += [f"{synthetic_note(ds)}." for ds in datasets if synthetic_note(ds)]
+    return out

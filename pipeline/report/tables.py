@@ -3,9 +3,13 @@ Table 1, every sampler with every metric, the papers' claims checked (`pipeline.
 controllable-generation examples and the lineage of every number."""
 from __future__ import annotations
 
+import re
+
+from pipeline.io import mlflow_view
 from pipeline.report import published
 from pipeline.report.claims import claims_table
 from pipeline.report.curves import checkpoint_block
+from pipeline.report.render import Link
 from pipeline.report.results import (
     NO_PAPER,
     NOT_RUN,
@@ -107,10 +111,11 @@ def table1_cell(s, num_scales: int) -> tuple[str, str] | None:
     """The Table 1 cell (predictor, column) a sampler setting reproduces, or None.
 
     P1000 / P2000: predictor only, N or 2N steps; PC1000: predictor + one Langevin step, N steps; C2000: Langevin
-    only, 2N steps. "probability flow" is the reverse-diffusion predictor on the probability-flow ODE."""
-    if s.method != "pc" or s.n_steps_each != 1 or num_scales != 1000:
+    only, 2N steps. "probability flow" is the reverse-diffusion predictor on the probability-flow ODE. N is the
+    model's num_scales: 1000 in the paper (and the cifar10 presets), fewer in a dress rehearsal (the note says so)."""
+    if s.method != "pc" or s.n_steps_each != 1:
         return None
-    steps = s.num_steps or num_scales
+    steps = {num_scales: 1000, 2 * num_scales: 2000}.get(s.num_steps or num_scales)
     if s.predictor == "none":
         return ("none", "C2000") if s.corrector == "langevin" and steps == 2000 else None
     if s.probability_flow:
@@ -167,10 +172,12 @@ def table1(exps: list[dict]) -> Table | None:
                     stat = "not computed" if state == "none" and isinstance(stat, str) else stat
                     row.append(f"{name}: " + cell(stat, paper, on_paper_data(x)))
         rows.append(row)
+    ns = sorted({x["params"].model.num_scales for x in blocks.values() if x})
+    n_text = " / ".join(map(str, ns)) + ("" if ns == [1000] else "; the paper's N = 1000: P1000 is N steps here, P2000 2N")
     return Table("table1", f"Reverse-time SDE solvers, FID ↓ (Score SDE Table 1 layout; paper: {PAPER_DATA})",
                  ["predictor"] + cols, rows, groups=[("", "", 1)] + groups, above=above,
                  note=f"VE: experiment {published.TABLE1_EXPERIMENTS['VE']}, VP: experiment "
-                      f"{published.TABLE1_EXPERIMENTS['VP']} (discrete models, DDPM architecture, N = 1000). "
+                      f"{published.TABLE1_EXPERIMENTS['VP']} (discrete models, DDPM architecture, N = {n_text}). "
                       "Ours: mean ± std over eval.num_seeds sampling seeds (the paper: 5 runs). Each cell names the "
                       "sampler (`samplers:` key) it comes from.")
 
@@ -291,21 +298,38 @@ def controllable_table(exps: list[dict]) -> Table | None:
 
 
 def lineage_table(exps: list[dict]) -> Table:
-    """The MLflow run behind every number: the run id each stage wrote into its DVC-tracked metrics file."""
-    def rid(d: dict | None) -> str:
-        return (d or {}).get("mlflow_run_id") or ("tracking skipped" if d else NOT_RUN)
+    """The MLflow run behind every number the report shows: the run id each stage wrote into its DVC-tracked output,
+    a link to the run in the MLflow UI (the tracking server, or `make ui`'s address for a SQLite store)."""
+    base = mlflow_view.ui_base()
+
+    def rid(d: dict | None, key: str = "mlflow_run_id") -> str:
+        run = (d or {}).get(key)
+        if not run:
+            return "tracking skipped" if d else NOT_RUN
+        return Link(run, mlflow_view.run_url(base, run)) if re.fullmatch(r"[0-9a-f]{32}", run) else run
 
     rows = []
     for x in exps:
         rows.append([x["experiment"], "train", "train_metrics.json", rid(x["train"])])
         for n, s in x["samplers"].items():
+            rows.append([x["experiment"], f"sample ({n})", f"samples/{n}/info.json", rid(s.get("info"))])
             rows.append([x["experiment"], f"evaluate ({n})", f"eval/{n}.json", rid(s["eval"])])
         if x["params"].eval.enable_bpd:
             rows.append([x["experiment"], "likelihood", "likelihood.json", rid(x["likelihood"])])
+        for key, file in (("nfe", "curve_nfe.json"), ("ckpt", "curve_ckpt.json")):
+            if (x.get("curves") or {}).get(key):
+                rows.append([x["experiment"], f"curves ({key})", file, rid(x["curves"][key])])
+        if x["params"].eval.controllable:
+            rows.append([x["experiment"], "controllable", "controllable/info.json", rid(x["controllable"])])
+            cc = ((x["controllable"] or {}).get("tasks") or {}).get("class_conditional")
+            if cc:
+                rows.append([x["experiment"], "classifier", "classifier/metrics.json", rid(cc, "classifier_run_id")])
     return Table("lineage", "Lineage: the MLflow run of every number", ["experiment", "stage", "metrics file",
-                 "MLflow run id"], rows,
-                 note="Open a run in `make ui` (experiment score-repro/<suite>, child of the experiment's parent run), "
-                      "or `mlflow runs describe --run-id ID`. The metrics files are DVC outputs under runs/<suite>/<exp>/.")
+                 "MLflow run"], rows,
+                 note=f"Each id links to its run in the MLflow UI at {base} (`make ui`, or the tracking server of "
+                      "$MLFLOW_TRACKING_URI; experiment score-repro/<suite>: the suite's run, under it each "
+                      "experiment's, under that each stage's), or `mlflow runs describe --run-id ID`. The metrics files "
+                      "are DVC outputs under runs/<suite>/<exp>/.")
 
 
 def tables(exps: list[dict]) -> list[Table]:

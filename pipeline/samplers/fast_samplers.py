@@ -233,9 +233,13 @@ def _dpm_step(model: _Model, x: torch.Tensor, s: float, t: float, order: int) ->
     return (a_t / a_s) * x - (sig_t * em1) * e_s - (sig_t / r2 * (em1 / h - 1.0)) * d2
 
 
+LOWER_ORDER_FINAL_BELOW = 15  # steps; diffusers' DPMSolverMultistepScheduler uses the same bound
+
+
 @torch.no_grad()
 def dpm_solver_sample(sde: SDE, score_fn, shape: Sequence[int], num_steps: int = 20, order: int = 3,
-                      multistep: bool = False, eps: float = 1e-3, time_grid: str = "logsnr", rho: float = 7.0,
+                      multistep: bool = False, lower_order_final: bool = True, eps: float = 1e-3,
+                      time_grid: str = "logsnr", rho: float = 7.0,
                       denoise: bool = False, generator=None, device="cpu", dtype=torch.float32,
                       z: Optional[torch.Tensor] = None, discrete: bool = False,
                       progress: bool = False) -> tuple[torch.Tensor, int]:
@@ -243,6 +247,8 @@ def dpm_solver_sample(sde: SDE, score_fn, shape: Sequence[int], num_steps: int =
     with `multistep`, DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2) on the data-prediction form (NFE = M):
     x_{t_i} = (σ_i/σ_{i-1}) x_{t_{i-1}} - α_i (e^{-h_i} - 1) D_i, D_1 = x̂_0(t_0), and for i >= 2
     D_i = (1 + 1/(2 r_i)) x̂_0(t_{i-1}) - 1/(2 r_i) x̂_0(t_{i-2}), r_i = h_{i-1}/h_i (order 1: D_i = x̂_0(t_{i-1})).
+    `lower_order_final` (multistep only): the last step is first order when M < LOWER_ORDER_FINAL_BELOW (diffusers'
+    DPMSolverMultistepScheduler does the same: the largest step of a short logSNR grid is its last, near the data).
     For VE (α = 1) these are the same exponential integrators in σ. `denoise` adds x̂_0 at ε (one more NFE).
     """
     if order not in (1, 2, 3) or (multistep and order == 3):
@@ -263,7 +269,8 @@ def dpm_solver_sample(sde: SDE, score_fn, shape: Sequence[int], num_steps: int =
         h = sch.lam(t) - sch.lam(s)
         (_, sig_s), (a_t, sig_t) = sch.coeffs(s), sch.coeffs(t)
         d0 = model.data(x, s)
-        if order == 2 and prev_d0 is not None:
+        last_low = lower_order_final and i == M - 1 and M < LOWER_ORDER_FINAL_BELOW
+        if order == 2 and prev_d0 is not None and not last_low:
             r = prev_h / h
             d = (1.0 + 0.5 / r) * d0 - (0.5 / r) * prev_d0
         else:

@@ -21,7 +21,7 @@ from pipeline.core.rng import generator
 from pipeline.core.scaling import to_model_range
 from pipeline.io import atomic, checkpoint, data, tracking
 from pipeline.models.noise_classifier import make_noise_classifier
-from pipeline.stages.common import add_common_arguments, device, load_context
+from pipeline.stages.common import add_common_arguments, device, load_context, run_tags, tracked_params
 from pipeline.training.noise_classifier import accuracy_at_times, train_noise_classifier
 
 SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
@@ -73,8 +73,8 @@ def run(args) -> int:
     as_input = lambda a: to_model_range(torch.from_numpy(np.ascontiguousarray(a)), p.data.centered).to(dev)  # noqa: E731
     labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(dev)  # noqa: E731
     folder = ctx.path("classifier")
-    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "classifier",
-                            {"classifier": c.model_dump(mode="json"), "sde": p.training.sde}) as tracker, \
+    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "classifier", tracked_params(ctx, SPEC["params"]),
+                            tags=run_tags(ctx)) as tracker, \
             atomic.atomic_dir(folder) as tmp:
         net = make_noise_classifier(config, generator(p.seed, "classifier", "init")).to(dev)
         t0 = time.perf_counter()

@@ -97,3 +97,47 @@ def require(path: Path, what: str, fix: str) -> Path:
     if not path.exists():
         raise StageError(f"{path}: {what} missing; {fix}")
     return path
+
+
+# --- what a stage's MLflow run says of it (pipeline.io.tracking) -----------------------------------------------------
+def trained(ctx: Context) -> dict:
+    """The experiment's train_metrics.json ({} before training): its MLflow run id and step, for the runs' tags. MLflow
+    metadata only: no output of the reading stage depends on it."""
+    import json
+
+    try:
+        return json.loads(ctx.path("train_metrics").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_tags(ctx: Context, sampler: str | None = None, method: str | None = None) -> dict[str, str]:
+    """The `pipeline.*` tags a reviewer filters by: dataset, SDE, model, the sampler and its method, and the run of the
+    model it used (`pipeline.model_run_id`, when the train stage has run)."""
+    p = ctx.params
+    tags = {"pipeline.dataset": p.data.dataset, "pipeline.sde": p.training.sde, "pipeline.model": p.model.name,
+            "pipeline.continuous": str(p.training.continuous).lower()}
+    if sampler:
+        tags.update({"pipeline.sampler": sampler, "pipeline.method": method or sampler})
+    model_run = trained(ctx).get("mlflow_run_id")
+    if model_run:
+        tags["pipeline.model_run_id"] = model_run
+    return tags
+
+
+def tracked_params(ctx: Context, keys) -> dict:
+    """{dotted key: value} of the params keys a stage tracks (its SPEC's `params`), resolved; the runs' params."""
+    from pipeline.io import provenance
+
+    values = provenance.tracked_values(ctx.params.model_dump(mode="json"), [k for k in keys if "{" not in k])
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def sampler_params(settings: dict) -> dict:
+    """A sampler setting as params `sampler.<key>`: the keys its method reads (names.SAMPLING_METHOD_TABLE), so every
+    stage names a setting the same way and no column holds a key the method ignores."""
+    from pipeline.names import COMMON_SAMPLING_KEYS, SAMPLING_METHOD_TABLE
+
+    spec = SAMPLING_METHOD_TABLE.get(settings.get("method"))
+    keys = COMMON_SAMPLING_KEYS + (spec.keys if spec else tuple(settings))
+    return {f"sampler.{k}": settings[k] for k in keys if k in settings and settings[k] is not None}

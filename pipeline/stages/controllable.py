@@ -30,7 +30,7 @@ from pipeline.models.noise_classifier import make_noise_classifier
 from pipeline.samplers import sampling
 from pipeline.samplers.controllable import conditional_score_fn, pc_colorize, pc_inpaint
 from pipeline.samplers.sampling import sampling_eps
-from pipeline.stages.common import add_common_arguments, device, load_context, require
+from pipeline.stages.common import add_common_arguments, device, load_context, require, run_tags, sampler_params, tracked_params, trained
 from pipeline.training.noise_classifier import logp_fn
 
 NOT_APPLICABLE_GRAY = "not applicable: colorization needs 3-channel data, this dataset has 1 channel"
@@ -159,7 +159,7 @@ def class_conditional(ctx, sde, score_fn, device: str) -> tuple[dict, list[torch
             "evaluator_accuracy_per_class": [float(hit[c * n:(c + 1) * n].mean()) for c in range(k)],
             "class_names": list(names.DATASET_TABLE[p.data.dataset].class_names or [str(c) for c in range(k)]),
             "classifier_test_accuracy": clf_metrics.get("test_accuracy"),
-            "classifier_seconds": clf_metrics.get("seconds")}
+            "classifier_seconds": clf_metrics.get("seconds"), "classifier_run_id": clf_metrics.get("mlflow_run_id")}
     unit = to_unit(x, p.data.centered).cpu()
     return info, [unit[c * n:(c + 1) * n] for c in range(k)]
 
@@ -186,8 +186,10 @@ def run(args) -> int:
     folder = ctx.path("controllable")
     infos = {}
     with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "controllable",
-                            {"tasks": ",".join(p.eval.controllable), "num_images": len(x0),
-                             "num_steps": p.eval.controllable_steps or sde.N}) as tracker, \
+                            {**sampler_params(p.sampling.model_dump()),
+                             **tracked_params(ctx, [k for k in SPEC["params"] if k != "sampling"]),
+                             "eval.controllable_steps": p.eval.controllable_steps or sde.N},
+                            tags=run_tags(ctx)) as tracker, \
             atomic.atomic_dir(folder) as tmp:
         for task in p.eval.controllable:
             if task == "class_conditional":
@@ -210,6 +212,6 @@ def run(args) -> int:
                                               **tracker.record()})
         tracker.log_metrics({f"{t}.{k}": v for t, i in infos.items() for k, v in i.items()
                              if k in ("nfe", "seconds", "mse_known", "mse_unknown", "mse_gray", "mse_color",
-                                      "evaluator_accuracy")})
+                                      "evaluator_accuracy")}, step=trained(ctx).get("step"))
         tracker.log_artifacts(tmp, "controllable")
     return 0

@@ -17,7 +17,7 @@ from pipeline.io.progress import bar as tqdm
 from pipeline.metrics import curves
 from pipeline.metrics.dataset_classifier import evaluator_features
 from pipeline.models.checkpoint import CheckpointError, read_project_checkpoint
-from pipeline.stages.common import add_common_arguments, load_context, require
+from pipeline.stages.common import add_common_arguments, load_context, require, run_tags
 from pipeline.stages.common import device as stage_device
 
 SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
@@ -100,17 +100,24 @@ def checkpoint_curve(ctx, features, ref, dev, bar) -> dict:
     model = require(ctx.path("train") / "model.pt", "model checkpoint", "run the train stage first")
     files = kept(ctx) + [(checkpoint_step(model), model)]
     bs = c.batch_size or p.eval.batch_size
-    records = []
+    records, raw_records = [], []
     for step, f in files:
-        bar.set_description(f"checkpoint curve: step {step}")
-        net = checkpoint.load_network(f, device=dev)
-        records.append({"checkpoint_step": step, "checkpoint": f.relative_to(ctx.root).as_posix(),
-                        "setting": s.model_dump(), **curves.fd_point(p, s, net, features, ref, n, seeds, bs, dev,
-                                                                     bar.update)})
-    best = curves.best_checkpoint(records)
+        for use_ema, out in ((True, records), (False, raw_records)):
+            if not use_ema and not p.training.use_ema:
+                continue  # without an EMA the plain weights are the curve
+            bar.set_description(f"checkpoint curve: step {step}{'' if use_ema else ' (raw weights)'}")
+            net = checkpoint.load_network(f, device=dev, use_ema=use_ema)
+            out.append({"checkpoint_step": step, "checkpoint": f.relative_to(ctx.root).as_posix(),
+                        "weights": "ema" if use_ema and p.training.use_ema else "raw", "setting": s.model_dump(),
+                        **curves.fd_point(p, s, net, features, ref, n, seeds, bs, dev, bar.update)})
     pick = lambda r: {"checkpoint_step": r["checkpoint_step"], "fd": r["fd"], "nfe": r["nfe"]}  # noqa: E731
-    return {"experiment": ctx.experiment, "ckpt_freq": p.training.ckpt_freq, "num_samples": n, "num_seeds": seeds,
-            "setting": s.model_dump(), "records": records, "best": pick(best), "last": pick(records[-1])}
+    out = {"experiment": ctx.experiment, "ckpt_freq": p.training.ckpt_freq, "num_samples": n, "num_seeds": seeds,
+           "setting": s.model_dump(), "weights": records[0]["weights"], "records": records,
+           "best": pick(curves.best_checkpoint(records)), "last": pick(records[-1])}
+    if raw_records:  # the plain weights of the same checkpoints: what the EMA gains or loses, step by step
+        out.update(raw_records=raw_records, raw_best=pick(curves.best_checkpoint(raw_records)),
+                   raw_last=pick(raw_records[-1]))
+    return out
 
 
 def run(args) -> int:
@@ -129,9 +136,10 @@ def run(args) -> int:
                 for name, s in p.curve_settings().items())
     total = n_nfe * per_point
     if c.checkpoints is not None:
-        n_ckpt = len(kept(ctx)) + 1  # fails before any sampling when the train stage kept none
+        n_ckpt = (len(kept(ctx)) + 1) * (2 if p.training.use_ema else 1)  # fails early when the train stage kept none
         total += n_ckpt * (c.checkpoints.num_samples or c.num_samples) * (c.checkpoints.num_seeds or c.num_seeds)
-    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "curves", p.curves.model_dump()) as tracker:
+    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "curves", {"curves": p.curves.model_dump(mode="json")},
+                            tags=run_tags(ctx)) as tracker:
         bar = tqdm(total=total, desc="curves")
         nfe = {"experiment": ctx.experiment, "status": "not configured (curves.samplers is empty)"}
         if c.samplers:
@@ -143,7 +151,11 @@ def run(args) -> int:
             ck = checkpoint_curve(ctx, features, ref, dev, bar)
             ck["seconds"] = round(time.perf_counter() - t1, 2)
             tracker.log_metrics({"best_checkpoint_step": ck["best"]["checkpoint_step"],
-                                 "best_checkpoint_fd": ck["best"]["fd"]["mean"], "last_checkpoint_fd": ck["last"]["fd"]["mean"]})
+                                 "best_checkpoint_fd": ck["best"]["fd"]["mean"], "last_checkpoint_fd": ck["last"]["fd"]["mean"]},
+                                step=ck["last"]["checkpoint_step"])
+            for key, recs in (("checkpoint_fd", ck["records"]), ("checkpoint_fd_raw", ck.get("raw_records", []))):
+                for r in recs:  # FD against training step: the run's charts
+                    tracker.log_metrics({key: r["fd"]["mean"]}, step=r["checkpoint_step"])
         bar.close()
         for key, obj in (("curve_nfe", nfe), ("curve_ckpt", ck)):
             atomic.write_json(ctx.path(key), obj)

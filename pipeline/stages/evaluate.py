@@ -37,7 +37,7 @@ from pipeline.metrics.inception import (
 from pipeline.metrics.inception_score import inception_score, is_protocol
 from pipeline.metrics.points import median_bandwidths, mmd2, mode_weights, sliced_wasserstein2
 from pipeline.metrics.stats import mean_std
-from pipeline.stages.common import add_common_arguments, load_context, require
+from pipeline.stages.common import add_common_arguments, load_context, require, run_tags, sampler_params, tracked_params, trained
 from pipeline.stages.common import device as stage_device
 from pipeline.training import launch
 
@@ -190,6 +190,62 @@ def inception_metrics(ctx, samples: np.ndarray, state=None) -> dict:
             "is": is_with_error(is_, ctx.params.eval.is_splits)}
 
 
+# The result run's metric names: the dataset classifier's FD / KD / IS are the short ones (the headline of every suite
+# without Inception weights), Inception's keep theirs (fid, kid, inception_is), 2-D points theirs (mmd2, sw2, ...).
+RESULT_NAMES = {("classifier", "fd"): "fd", ("classifier", "kd"): "kd", ("classifier", "is"): "is",
+                ("inception", "fid"): "fid", ("inception", "kid"): "kid", ("inception", "is"): "inception_is"}
+
+
+def result_metrics(metrics: dict, info: dict) -> dict[str, float]:
+    """Every metric of eval/<sampler>.json as `<name>` (mean over seeds) and `<name>_std`, with the sampler's NFE, its
+    seconds (sample stage) and this stage's seconds."""
+    out = {}
+    for net in ("classifier", "inception", "points"):
+        for k, v in (metrics.get(net) or {}).items():
+            if isinstance(v, dict) and v.get("mean") is not None:
+                name = RESULT_NAMES.get((net, k), k)
+                out[name] = v["mean"]
+                if v.get("std") is not None:
+                    out[f"{name}_std"] = v["std"]
+    nfe = metrics["nfe"]
+    out.update(nfe=nfe["mean"], **({"nfe_std": nfe["std"]} if nfe.get("std") is not None else {}),
+               eval_seconds=metrics["seconds"])
+    if info.get("seconds") is not None:
+        out["sample_seconds"] = info["seconds"]
+    return out
+
+
+def per_seed_table(metrics: dict) -> dict[str, list]:
+    """One row per sampling seed: its NFE and every metric (the values behind each mean ± std)."""
+    table = {"seed": list(range(metrics["num_seeds"])), "nfe": metrics["nfe"]["values"]}
+    for net in ("classifier", "inception", "points"):
+        for k, v in (metrics.get(net) or {}).items():
+            if isinstance(v, dict) and len(v.get("values") or []) == metrics["num_seeds"]:
+                table[RESULT_NAMES.get((net, k), k)] = v["values"]
+    return table
+
+
+def sample_info(folder) -> dict:
+    """The sample stage's info.json (settings, NFE, seconds, its MLflow run), {} when unreadable."""
+    import json
+
+    try:
+        return json.loads((folder / "info.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def result_description(ctx, sampler: str, info: dict) -> str:
+    p = ctx.params
+    net = "Inception-v3 FID (`fid`)" if p.eval.feature_net == "inception" else "the dataset classifier's FD (`fd`)"
+    return (f"`{ctx.experiment}` sampled with `{sampler}` ({info.get('settings', {}).get('method', '?')}, NFE "
+            f"{info.get('nfe', float('nan')):.0f}): {p.eval.num_samples} samples × {p.eval.num_seeds} seeds, headline "
+            f"{net}, mean over seeds (`*_std`: std over seeds; per seed: per_seed.json). Params `sampler.*`: the setting "
+            "the samples were drawn with; the samples' run is `pipeline.sample_run_id`, the model's "
+            "`pipeline.model_run_id`. Not comparable with the papers' FID unless the dataset, the feature network and "
+            "the sample count match (the suite run's description says which do).")
+
+
 def run(args) -> int:
     ctx = load_context(args)
     p = ctx.params
@@ -215,8 +271,15 @@ def run(args) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
     t0 = time.perf_counter()
-    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}") if main
-               else contextlib.nullcontext())
+    info = sample_info(sample_file.parent)
+    settings = info.get("settings") or p.sampler_settings()[args.sampler].model_dump()
+    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"evaluate/{args.sampler}",
+                                  {**sampler_params(settings), **tracked_params(ctx, ["eval.num_samples", "eval.num_seeds",
+                                                                                      *SPEC["params"]])},
+                                  kind="result", tags={**run_tags(ctx, args.sampler, settings.get("method")),
+                                                       "pipeline.sample_run_id": info.get("mlflow_run_id")},
+                                  description=result_description(ctx, args.sampler, info))
+               if main else contextlib.nullcontext())
     with run_ctx as tracker:
         metrics = {"experiment": ctx.experiment, "sampler": args.sampler, "num_samples": int(samples.shape[1]),
                    "num_seeds": int(samples.shape[0]), "nfe": with_error(nfe), "feature_net": p.eval.feature_net,
@@ -228,11 +291,13 @@ def run(args) -> int:
         if samples.dtype != np.uint8:
             metrics["points"] = point_metrics(ctx, samples)
         metrics.update(seconds=round(time.perf_counter() - t0, 2), **tracker.record())
-        flat = {f"{net}.{k}.{s}": v[s] for net in ("classifier", "inception", "points")
-                for k, v in metrics.get(net, {}).items() if isinstance(v, dict) for s in ("mean", "std")
-                if v.get(s) is not None}
-        tracker.log_metrics(flat)
+        flat = result_metrics(metrics, info)
+        step = trained(ctx).get("step")  # the model's training step: the x of every chart of the run
+        tracker.log_metrics(flat, step=step)
+        tracker.log_table(per_seed_table(metrics), "per_seed.json")
         atomic.write_json(ctx.path("eval", args.sampler), metrics)
         tracker.log_artifact(ctx.path("eval", args.sampler))
+        if (sample_file.parent / "grid.png").exists():
+            tracker.log_image(sample_file.parent / "grid.png", "samples", step=step)
     print(f"evaluated {ctx.experiment}/{args.sampler}: " + ", ".join(f"{k}={v:.4g}" for k, v in flat.items()))
     return 0

@@ -14,7 +14,7 @@ from pipeline.core.scaling import to_model_range
 from pipeline.io import atomic, checkpoint, data, tracking
 from pipeline.io.progress import bar as tqdm
 from pipeline.metrics.stats import mean_stderr
-from pipeline.stages.common import add_common_arguments, device, load_context
+from pipeline.stages.common import add_common_arguments, device, load_context, run_tags, tracked_params, trained
 
 SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
     command="likelihood", help="test-set bits/dim with the probability-flow ODE",
@@ -46,7 +46,8 @@ def run(args) -> int:
     nfes = []
     t0 = time.perf_counter()
     bs = p.eval.batch_size
-    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "likelihood") as tracker:
+    with tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "likelihood", tracked_params(ctx, SPEC["params"]),
+                            tags=run_tags(ctx)) as tracker:
         bar = tqdm(total=len(x) * p.eval.bpd_num_repeats, desc="bits/dim")
         for r in range(p.eval.bpd_num_repeats):
             for start in range(0, len(x), bs):
@@ -71,10 +72,14 @@ def run(args) -> int:
         mean, se = mean_stderr(per_image.mean(0))  # standard error over test images (each averaged over passes)
         key = "nll_nats_per_dim" if points else "bpd"
         metrics = {key: {"mean": mean, "stderr": se if np.isfinite(se) else None, "n_images": int(len(x)),
-                         "num_repeats": p.eval.bpd_num_repeats, "per_pass": pass_means.tolist()},
+                         "num_repeats": p.eval.bpd_num_repeats, "per_pass": pass_means.tolist(),
+                         # per test image, averaged over passes: two experiments' values pair up (same images,
+                         # same dequantization noise), which the report's claims use (pipeline/report/claims.py)
+                         "per_image": per_image.mean(0).tolist()},
                    "nfe": float(np.mean(nfes)), "estimator": p.eval.bpd_estimator,
                    "seconds": round(time.perf_counter() - t0, 2), **tracker.record()}
-        tracker.log_metrics({f"{key}.mean": mean, "nfe": metrics["nfe"]})
+        tracker.log_metrics({key: mean, f"{key}_stderr": se, "nfe": metrics["nfe"], "seconds": metrics["seconds"]},
+                            step=trained(ctx).get("step"))
         atomic.write_json(ctx.path("likelihood"), metrics)
     print(f"likelihood {ctx.experiment}: {key} {mean:.4f} ± {se:.4f} (NFE {metrics['nfe']:.0f})")
     return 0

@@ -18,7 +18,7 @@ from pipeline.core.scaling import to_uint8
 from pipeline.io import atomic, checkpoint, grids, hardware, tracking
 from pipeline.io.progress import bar as tqdm
 from pipeline.samplers import sampling
-from pipeline.stages.common import add_common_arguments, load_context
+from pipeline.stages.common import add_common_arguments, load_context, run_tags, sampler_params, tracked_params, trained
 from pipeline.training import launch
 
 SPEC = dict(  # this stage's declaration, read by the DAG and the CLI (pipeline/workflow/commands.py)
@@ -67,7 +67,13 @@ def run(args) -> int:
                         state.num_processes, state.process_index)
     done = []
     t0 = time.perf_counter()
-    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"sample/{args.sampler}", s.model_dump())
+    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, f"sample/{args.sampler}",
+                                  {**sampler_params(s.model_dump()), **tracked_params(ctx, SPEC["params"][2:5])},
+                                  tags=run_tags(ctx, args.sampler, s.method), system_metrics=True,
+                                  processes=state.num_processes,
+                                  description=f"Samples of `{ctx.experiment}` with the sampler `{args.sampler}`; its "
+                                              "FD and the other metrics are on the result run "
+                                              f"`{tracking.run_name(ctx.experiment, 'evaluate/' + args.sampler)}`.")
                if main else contextlib.nullcontext())
     with run_ctx as tracker:
         bar = tqdm(total=sum(min(n, b + bs) - b for _, b in mine), disable=not main,
@@ -101,7 +107,8 @@ def run(args) -> int:
                     "hardware": hardware.describe(state.num_processes),
                     **tracker.record()}
             atomic.write_json(tmp / "info.json", info)
-        tracker.log_metrics({"nfe": info["nfe"], "seconds": seconds})
-        tracker.log_artifact(folder / "grid.png")
+        step = trained(ctx).get("step")  # the grid at the model's training step
+        tracker.log_metrics({"nfe": info["nfe"], "seconds": seconds}, step=step)
+        tracker.log_image(folder / "grid.png", "samples", step=step)
     print(f"sampled {ctx.experiment}/{args.sampler}: {n} x {p.eval.num_seeds} seeds, NFE {info['nfe']:.0f}, {seconds:.1f}s")
     return 0

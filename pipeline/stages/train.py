@@ -16,7 +16,7 @@ import torch
 from pipeline.io import atomic, checkpoint, data, hardware, provenance, tracking
 from pipeline.models.zoo import check_params
 from pipeline.speed.group_norm_act import backend
-from pipeline.stages.common import add_common_arguments, load_context
+from pipeline.stages.common import add_common_arguments, load_context, run_tags, tracked_params
 from pipeline.training import launch
 from pipeline.training.loop import KEPT_WEIGHTS, train
 from pipeline.workflow.code_deps import stage_code
@@ -83,6 +83,36 @@ def loss_csv(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float
         f"{s},{v:.6g},{format(ev[s], '.6g') if s in ev else ''}\n" for s, v in losses)
 
 
+class FinalEvalHeld:
+    """The tracker the training loop logs to, minus its EMA evaluation loss at the last step (64 test images): the
+    stage logs the final one (256 images, train_metrics.json's) at that step instead, so the chart's last point is the
+    file's number and no step has two values. loss.csv keeps the loop's values."""
+
+    def __init__(self, tracker, last_step: int):
+        self._t, self._last = tracker, last_step
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def log_metrics(self, metrics: dict, step: int | None = None, **kw) -> None:
+        if step == self._last:
+            metrics = {k: v for k, v in metrics.items() if k != "ema_eval_loss"}
+        if metrics:
+            self._t.log_metrics(metrics, step=step, **kw)
+
+
+def log_model(tracker, p, ckpt: dict, step: int) -> None:
+    """The EMA weights (the ones every evaluation uses) as a project checkpoint, the run's artifact `model/model.pt`:
+    `pipeline.io.checkpoint.load_network(mlflow.artifacts.download_artifacts("runs:/<id>/model/model.pt"))` loads it."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "model.pt"
+        checkpoint.save(f, checkpoint.make(p, ckpt["ema"] or ckpt["model"], None, step))
+        tracker.log_artifact(f, "model")
+
+
 def run(args, on_step=None, on_snapshot_write=None) -> int:
     """Train and write the outputs. on_step / on_snapshot_write: `pipeline.training.loop.train`'s fault-injection hooks."""
     ctx = load_context(args)
@@ -105,8 +135,12 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
     if main and other:
         print(f"warning: the launcher's mixed precision {other!r} is ignored: training.mixed_precision = "
               f"{t.mixed_precision!r} is the switch")
-    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "train", p.model_dump(mode="json")) if main
-               else contextlib.nullcontext())
+    run_ctx = (tracking.stage_run(ctx.root, ctx.suite, ctx.experiment, "train", tracked_params(ctx, SPEC["params"]),
+                                  tags=run_tags(ctx), system_metrics=True, processes=accelerator.num_processes,
+                                  description=f"Training of `{ctx.experiment}` ({ctx.params_path}): {p.model.name} on "
+                                              f"{p.data.dataset}, {p.training.sde}, {t.n_iters} steps. The EMA weights "
+                                              "are the artifact `model/model.pt` (see the tag `pipeline.model_uri`).")
+               if main else contextlib.nullcontext())
     with run_ctx as tracker:
         if main and tracker is not None:
             mf = ctx.path("prepared") / "manifest.json"
@@ -120,7 +154,8 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
 
             grid_cb = snapshot_grid_logger(p, tracker)
         fingerprint = resume_fingerprint(ctx)
-        model, ema, res = train(p, train_x, test_x, ctx.path("snapshots"), tracker=tracker, accelerator=accelerator,
+        model, ema, res = train(p, train_x, test_x, ctx.path("snapshots"), tracker=tracker and FinalEvalHeld(tracker, t.n_iters),
+                                accelerator=accelerator,
                                 progress=not args.no_progress, on_snapshot=grid_cb, on_step=on_step,
                                 on_snapshot_write=on_snapshot_write, fingerprint=fingerprint)
         if not main:
@@ -143,9 +178,13 @@ def run(args, on_step=None, on_snapshot_write=None) -> int:
         atomic.write_json(ctx.path("train_metrics"), metrics)
         atomic.write_text(ctx.path("loss_curve"), loss_csv(res.losses, res.eval_losses))
         if tracker is not None:
-            tracker.log_metrics({"final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss})
-            tracker.set_tags({"group_norm_act": metrics["group_norm_act"], "snapshot_fingerprint": fingerprint})
+            # at the last step, as train_metrics.json has them: no step-0 point, the chart ends on the file's number
+            tracker.log_metrics({"final_loss": res.final_loss, "ema_eval_loss": res.ema_eval_loss,
+                                 "seconds": metrics["seconds"]}, step=res.step)
+            tracker.set_tags({"group_norm_act": metrics["group_norm_act"], "snapshot_fingerprint": fingerprint,
+                              "pipeline.model_uri": f"runs:/{tracker.run_id}/model/model.pt"})
             tracker.log_artifact(ctx.path("loss_curve"))
+            log_model(tracker, p, ckpt, res.step)
         print(f"trained {ctx.experiment}: {res.step} steps, final loss {res.final_loss:.4f}, "
               f"EMA eval loss {res.ema_eval_loss:.4f}, {res.images_per_s:.0f} images/s")
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.core import losses
-from pipeline.core.ema import EMA
+from pipeline.core.ema import EMA, decay_of
 from pipeline.core.experiment import make_sde
 from pipeline.core.rng import generator, seed_for
 from pipeline.core.scaling import to_model_range
@@ -174,12 +174,12 @@ KEPT_WEIGHTS = "weights"  # snapshot_dir/weights/step_<step>.pt: the weights kep
 
 
 def keep_weights(folder: Path, params, model, ema: EMA | None, step: int) -> None:
-    """The weights evaluation uses (EMA where kept, else the plain ones), alone, as a project checkpoint
-    `folder/step_<step>.pt`: the input of the checkpoint curve (Score SDE evaluates checkpoints over training and
-    reports the best, Table 3). A few MB each, unlike a resumable snapshot (optimizer state, both weight sets)."""
-    weights = ema.weights(model) if ema is not None else {k: v.detach() for k, v in model.state_dict().items()}
-    checkpoint.save(folder / f"step_{step:09d}.pt",
-                    checkpoint.make(params, {k: v.cpu() for k, v in weights.items()}, None, step))
+    """The weights as a project checkpoint `folder/step_<step>.pt`, the plain ones and the EMA where kept: the input
+    of the checkpoint curve, which evaluates both (Score SDE evaluates checkpoints over training and reports the best,
+    Table 3). A few MB each, unlike a resumable snapshot (optimizer state, RNG states)."""
+    raw = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    checkpoint.save(folder / f"step_{step:09d}.pt", checkpoint.make(
+        params, raw, {k: v.cpu() for k, v in ema.weights(model).items()} if ema is not None else None, step))
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
@@ -211,7 +211,8 @@ def train(params, train_data: torch.Tensor, eval_data: torch.Tensor, snapshot_di
                         foreach=True)
     net, optimizer = accelerator.prepare(net, optimizer)
     # after prepare: the EMA's shadow weights live on the accelerator's device, beside the weights they average
-    ema = EMA(accelerator.unwrap_model(net), m_cfg.ema_rate) if t_cfg.use_ema else None
+    ema = (EMA(accelerator.unwrap_model(net), m_cfg.ema_rate, decay_of(m_cfg, t_cfg.batch_size))
+           if t_cfg.use_ema else None)
     forward = compiled.maybe_compile(net, t_cfg.compile, f"training.compile ({params.model.name})")  # net(x, labels)
     sde = make_sde(params)
     loss_fn = losses.get_loss_fn(sde, continuous=t_cfg.continuous, reduce_mean=t_cfg.reduce_mean,

@@ -20,7 +20,7 @@ from pipeline.samplers import sampling
 
 def snapshot_grid_logger(params, tracker, n: int = 16, max_steps: int = 100):
     """A callback(step, model, ema) that logs a grid of `n` samples (EMA weights, the default sampler cut to at most
-    `max_steps` steps and 5 corrector steps) to MLflow under snapshot_grids/."""
+    `max_steps` steps and 5 corrector steps) to MLflow as the image `snapshot_samples` at the training step."""
     s = params.sampling.model_copy(update={"num_steps": min(params.sampling.num_steps or params.model.num_scales,
                                                             max_steps),
                                            "n_steps_each": min(params.sampling.n_steps_each, 5),
@@ -37,6 +37,6 @@ def snapshot_grid_logger(params, tracker, n: int = 16, max_steps: int = 100):
         with tempfile.TemporaryDirectory() as d:
             f = Path(d) / f"samples_step_{step:09d}.png"
             grids.save_grid(f, batch, is_points(params))
-            tracker.log_artifact(f, "snapshot_grids")
+            tracker.log_image(f, "snapshot_samples", step=step)  # the run's image slider, by training step
 
     return log

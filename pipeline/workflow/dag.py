@@ -59,11 +59,17 @@ class Experiment:
 
 
 # --- discovery ------------------------------------------------------------------------------------------------
+# A generated suite (a dress rehearsal, pipeline/workflow/rehearsal.py) keeps its params files beside its dvc.yaml, out
+# of params/: `python -m pipeline dag` and every other suite never see them.
+GENERATED_PARAMS = "pipelines/{suite}/params"
+
+
 def experiments(root: Path, suite: str) -> list[Experiment]:
-    """Every params file under params/ whose `suite:` is `suite`, sorted by path."""
+    """Every params file under params/ (and GENERATED_PARAMS) whose `suite:` is `suite`, sorted by path."""
     root = Path(root)
     found = []
-    for f in sorted((root / "params").rglob("*.yaml")):
+    generated = root / GENERATED_PARAMS.format(suite=suite)
+    for f in sorted((root / "params").rglob("*.yaml")) + sorted(generated.rglob("*.yaml") if generated.is_dir() else []):
         raw = read_params_yaml(f)
         if not isinstance(raw, dict) or raw.get("suite", "default") != suite:
             continue

@@ -11,6 +11,7 @@ class DPMSolver(FewStepMethod):
 
     def sample(self, params, s, sde, score_fn, shape, generator, device="cpu"):
         return dpm_solver_sample(sde, score_fn, shape, order=s.solver_order, multistep=s.multistep,
+                                 lower_order_final=s.lower_order_final,
                                  **self.grid_args(params, s, generator, device))
 
     def nfe_terms(self, s, num_scales):

@@ -1,0 +1,169 @@
+"""profiles/slurm on a real one-node SLURM cluster (tests/slurm/up.sh: munged, slurmctld and slurmd on this machine,
+no accounting, no cgroups): the smoke suite runs every stage but `download` (a local rule) as a SLURM job, with
+metrics equal to a local `snakemake -c 2` run of the same suite; and a training job cancelled mid-run (`scancel`) is
+resubmitted by the profile's `retries`, resumes from its snapshot and ends with the same metrics. One SLURM run and
+one local run, side by side, serve both tests. Skipped, with one line saying why, where SLURM cannot be started."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from e2e_util import copy_repo
+
+from pipeline.workflow import dag
+
+SMOKE = "runs/smoke/smoke"
+# Keys whose values differ between two runs of the same stage by design: timings, MLflow run ids, what a resumed run
+# started from. Everything else (every metric, the hardware, the provenance stamps' code, params and command parts)
+# must be equal. A stamp's `data` part (and so its fingerprint) hashes input files byte for byte, and the resumed
+# train writes model.pt with the same tensors but other pickle bytes: the tests compare those tensors instead.
+VOLATILE = {"seconds", "classifier_seconds", "images_per_s", "seconds_per_sample", "mlflow_run_id", "resumed_from",
+            "data", "fingerprint"}
+
+
+def _env(extra: dict) -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", **extra)
+    env["PATH"] = os.pathsep.join(p for p in (extra.get("PATH"), str(Path(sys.executable).parent), os.environ["PATH"]) if p)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("slurm")
+    t0 = time.perf_counter()
+    up = subprocess.run([str(ROOT / "tests/slurm/up.sh"), str(state)], capture_output=True, text=True, timeout=600)
+    if up.returncode:
+        why = (up.stderr.strip().splitlines() or [f"tests/slurm/up.sh exited {up.returncode}"])[-1]
+        pytest.skip(f"no SLURM cluster: {why.removeprefix('error: ')}")
+    print(f"\nSLURM cluster up in {time.perf_counter() - t0:.1f} s")
+    yield {"PATH": f"{state}/bin", "SLURM_CONF": str(state / "slurm.conf"), "state": state}
+    subprocess.run([str(ROOT / "tests/slurm/down.sh"), str(state)], capture_output=True, timeout=120)
+
+
+def squeue(env: dict) -> dict[str, tuple[str, str]]:
+    """job id -> (state, comment) of every job SLURM remembers."""
+    out = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%T|%k"], env=env, capture_output=True, text=True).stdout
+    return {i: (s, k) for i, s, k in (ln.split("|", 2) for ln in out.splitlines() if ln.count("|") == 2)}
+
+
+def cancel_train_mid_run(repo: Path, env: dict, seen: dict, done: threading.Event) -> None:
+    """Once the train job has written its first snapshot, scancel it (SIGTERM to the stage, as a preemption does)."""
+    snaps = repo / SMOKE / "snapshots"
+    while not done.is_set():
+        jobs = squeue(env)
+        seen.update(jobs)
+        running = [i for i, (s, k) in jobs.items() if s == "RUNNING" and k.startswith("rule_train_")]
+        if running and snaps.is_dir() and any(snaps.glob("step_*")) and "cancelled" not in seen:
+            subprocess.run(["scancel", running[0]], env=env, check=True)
+            seen["cancelled"] = (running[0], sorted(p.name for p in snaps.glob("step_*")))
+        time.sleep(0.1 if "cancelled" not in seen else 1.0)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The smoke suite through profiles/slurm (train cancelled once mid-run) and locally, side by side.
+    training.n_iters is raised from 300 to 600 in both copies so that the cancel lands while train runs."""
+    base = tmp_path_factory.mktemp("slurm-runs")
+    repos = {name: copy_repo(base / name) for name in ("slurm", "local")}
+    for repo in repos.values():
+        params = repo / "params/smoke.yaml"
+        params.write_text(params.read_text().replace("n_iters: 300", "n_iters: 600", 1))
+    env = {name: _env({"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
+                       **({k: cluster[k] for k in ("PATH", "SLURM_CONF")} if name == "slurm" else {})})
+           for name, repo in repos.items()}
+    logs = {name: open(base / f"{name}.log", "w+") for name in repos}
+    t0 = time.perf_counter()
+    local = subprocess.Popen(["snakemake", "-c", "2", "--config", "suite=smoke"], cwd=repos["local"],
+                             env=env["local"], stdout=logs["local"], stderr=subprocess.STDOUT)
+    seen, done = {}, threading.Event()
+    watcher = threading.Thread(target=cancel_train_mid_run, args=(repos["slurm"], env["slurm"], seen, done))
+    watcher.start()
+    try:
+        slurm = subprocess.run(["snakemake", "--profile", "profiles/slurm", "--config", "suite=smoke",
+                                "--slurm-keep-successful-logs"], cwd=repos["slurm"], env=env["slurm"],
+                               stdout=logs["slurm"], stderr=subprocess.STDOUT, timeout=900)
+        slurm_s = time.perf_counter() - t0
+        local.wait(timeout=900)
+    finally:
+        done.set()
+        watcher.join()
+        if local.poll() is None:
+            local.kill()
+    seen.update(squeue(env["slurm"]))
+    print(f"\nsmoke suite side by side: SLURM {slurm_s:.0f} s, local done by {time.perf_counter() - t0:.0f} s")
+    text = {name: (f.seek(0), f.read())[1] for name, f in logs.items()}
+    for f in logs.values():
+        f.close()
+    assert local.returncode == 0, f"local run failed:\n{text['local'][-3000:]}"
+    assert slurm.returncode == 0, f"SLURM run failed:\n{text['slurm'][-3000:]}"
+    return {"repos": repos, "seen": seen, "out": text["slurm"], "state": cluster["state"]}
+
+
+def job_logs(repo: Path) -> dict[str, str]:
+    """SLURM job id -> its log (the profile's run keeps every job's log)."""
+    return {p.stem: p.read_text(errors="replace") for p in (repo / ".snakemake/slurm_logs").rglob("*.log")}
+
+
+def metrics(repo: Path) -> dict[str, dict]:
+    """Every JSON output of the suite (metrics, sample and stage info, provenance stamps), volatile keys left out."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in VOLATILE}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+    files = [p for d in ("runs/smoke", "data/evaluator", "data/prepared") for p in (repo / d).rglob("*.json")
+             if "snapshots" not in p.parts]
+    return {str(p.relative_to(repo)): strip(json.loads(p.read_text())) for p in files}
+
+
+@pytest.mark.timeout(1500)
+def test_smoke_suite_runs_as_slurm_jobs_with_local_metrics(runs):
+    repo, local = runs["repos"]["slurm"], runs["repos"]["local"]
+    stages = dag.suite_stages(repo, "smoke")
+    on_cluster = {s.cmd for s in stages if s.kind != "download"}
+    assert len(on_cluster) == 10
+    # each stage's command ran inside a job that slurmctld allocated and saw complete
+    ctld = (runs["state"] / "slurmctld.log").read_text()
+    ran = {}
+    for jid, log in job_logs(repo).items():
+        if f"_job_complete: JobId={jid} WEXITSTATUS 0" in ctld and f"sched: Allocate JobId={jid} " in ctld:
+            for cmd in on_cluster:
+                if f"Shell command: {cmd}\n" in log and "Finished jobid" in log:
+                    ran.setdefault(cmd, jid)
+    assert set(ran) == on_cluster, f"not run as a SLURM job: {sorted(on_cluster - set(ran))}"
+    assert "localrule download:" in runs["out"]  # the one local rule ran on the submitting machine
+    mine, theirs = metrics(repo), metrics(local)
+    assert set(mine) == set(theirs) and f"{SMOKE}/eval/pc.json" in mine and f"{SMOKE}/likelihood.json" in mine
+    for name in sorted(mine):
+        assert mine[name] == theirs[name], f"{name}: SLURM run differs from the local run"
+
+
+@pytest.mark.timeout(1500)
+def test_cancelled_train_job_resumes_with_same_metrics(runs):
+    repo, local = runs["repos"]["slurm"], runs["repos"]["local"]
+    assert "cancelled" in runs["seen"], "the train job was never seen running with a snapshot"
+    jid, snaps = runs["seen"]["cancelled"]
+    assert snaps, "cancelled before the first snapshot"
+    assert runs["seen"].get(jid, ("?",))[0] in ("CANCELLED", "FAILED"), runs["seen"].get(jid)
+    # the profile's retries resubmitted it; the new job resumed from the snapshot and finished
+    later = [i for i, (s, k) in runs["seen"].items() if i != "cancelled" and k.startswith("rule_train_")
+             and s == "COMPLETED" and int(i) > int(jid)]
+    assert later, f"no completed train job after the cancelled {jid}"
+    assert "resuming from snapshot" in job_logs(repo)[later[0]]
+    train = json.loads((repo / SMOKE / "train_metrics.json").read_text())
+    assert train["step"] == 600 and train["resumed_from"] >= 100
+    ref = json.loads((local / SMOKE / "train_metrics.json").read_text())
+    assert ref["resumed_from"] == 0
+    for key in ("final_loss", "ema_eval_loss", "snapshot_fingerprint", "provenance"):
+        assert train[key] == ref[key], key
+    mine, theirs = (torch.load(r / SMOKE / "train/model.pt", weights_only=False) for r in (repo, local))
+    assert mine.keys() == theirs.keys()
+    for part in mine:  # plain and EMA weights bit for bit, and the params and step they record
+        a, b = (x[part] if isinstance(x[part], dict) else {"": x[part]} for x in (mine, theirs))
+        assert a.keys() == b.keys(), part
+        assert all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a), part
