@@ -63,17 +63,19 @@ repro-dvc: install dataset dag .dvc/config
 	$(BIN)/dvc init --no-scm -q 2>/dev/null || $(BIN)/dvc init -q
 
 # One pytest worker per core, each taking whole test files (module fixtures such as the end-to-end smoke repro run
-# once): 430-480 s on 2 cores against 740-850 s in one process. `make test TEST_WORKERS=0` runs in one process.
+# once), the longest files first (tests/conftest.py LONGEST_FIRST; --no-loadscope-reorder keeps that order, where
+# pytest-xdist would start the files with most tests first and leave the few-test, minutes-long SLURM and rehearsal
+# files to the end). `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= $(CORES)
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -x --timeout=900 -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -x --timeout=900 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: every test file but the slow ones (conftest.SLOW_FILES: end-to-end runs, trainings, subprocess
 # stages, the browser), `make test` runs everything.
 test-fast: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -x --timeout=300 -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -x --timeout=300 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 snakemake: install dataset
 	OMP_NUM_THREADS=1 $(BIN)/snakemake -c $(CORES)

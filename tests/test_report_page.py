@@ -111,11 +111,11 @@ def test_summary_says_what_ran_where_how_long_and_what_is_not_comparable(fm_root
     lines, head, caveats = report_summary.summary(exps, report.collect_datasets(fm_root, exps))
     what, hw, time = (v for _, v in lines)
     assert what.startswith("4 of 4 experiments trained on Fashion-MNIST (28×28×1, 100 training images) for 1,000 steps")
-    assert "8 of 8 sampler runs sampled and evaluated (200 samples × 5 seeds each)" in what
+    assert "11 of 11 sampler runs sampled and evaluated (200 samples × 5 seeds each)" in what
     assert "bits/dim for 2 of 2" in what and "inpainting" not in what  # no controllable output in the fixture
     assert hw == "Test CPU 9000 (2 CPUs), no GPU; torch 2.99.0."
-    # 4 x 100 s train, 8 x 20 s sample, 8 x 3 s evaluate, 2 x 50 s likelihood, 40 s dataset classifier
-    assert time.startswith("724 s (12.1 min) of stage time: train 400 s, sample 160 s, evaluate 24 s, likelihood 100 s, "
+    # 4 x 100 s train, 11 x 20 s sample, 11 x 3 s evaluate, 2 x 50 s likelihood, 40 s dataset classifier
+    assert time.startswith("793 s (13.2 min) of stage time: train 400 s, sample 220 s, evaluate 33 s, likelihood 100 s, "
                            "dataset classifier 40 s.")
     assert head.columns[-1] == "paper (CIFAR-10, Inception-v3)"
     row = next(r for r in head.rows if r[0] == "ddpmpp_cont_subvp")

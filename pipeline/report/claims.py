@@ -24,7 +24,11 @@ RULE = (f"Verdict rule: a claim \"A is lower (better) than B\" is *reproduced* w
         f"bits/dim of two models on the same test images with the same dequantization noise: *reproduced* when the "
         f"mean difference ± {K_STD:g} std over seeds (FD) or ± {K_STD:g} standard errors over images (bits/dim) "
         f"lies below 0, *not reproduced* when above, *inconclusive* when across. *Not tested*: the suite has no "
-        f"experiment for it.")
+        f"experiment for it. Metric: bits/dim for the likelihood claim; for the sampler claims the FD of the dataset "
+        f"classifier's features, compared only between records of equal sample count drawn from the same noise: the "
+        f"FD's upward small-sample bias is then about the same on both sides, and the seed-by-seed difference is "
+        f"precise (common random numbers). KD, unbiased at any count but noisier at these counts, is in the All "
+        f"samplers table.")
 NFE_MATCH = 0.05  # two samplers have "equal NFE" when their measured mean NFEs differ by at most 5%
 
 
@@ -232,7 +236,8 @@ CLAIMS = [
           "Score SDE Table 1 (CIFAR-10 FID): VE reverse diffusion PC1000 3.60 vs P2000 4.74, C2000 20.43; "
           "VP 3.18 vs 3.19, 19.06",
           lambda exps: _first(exps, pc_vs_parts),
-          "a PC sampler with its predictor-only and corrector-only variants at equal NFE (FD-vs-NFE curves)"),
+          "a PC sampler with its predictor-only and corrector-only variants at equal NFE (samplers or FD-vs-NFE "
+          "curves)"),
     Claim("sub-VP SDE gives better likelihood (lower bits/dim) than the VP SDE",
           "Score SDE Table 2 (CIFAR-10 NLL): DDPM++ cont. sub-VP 3.02 vs VP 3.16; DDPM cont. 3.05 vs 3.21",
           subvp_vs_vp, "bits/dim of a sub-VP and a VP experiment with the same network (eval.enable_bpd)"),

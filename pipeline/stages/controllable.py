@@ -24,7 +24,7 @@ from pipeline.config import ParamsError
 from pipeline.core.experiment import is_points, make_sde, score_function
 from pipeline.core.rng import generator
 from pipeline.core.scaling import to_model_range, to_uint8, to_unit
-from pipeline.io import atomic, checkpoint, data, tracking
+from pipeline.io import atomic, checkpoint, data, grids, tracking
 from pipeline.metrics.dataset_classifier import EVALUATOR_FILE, evaluator_features
 from pipeline.models.noise_classifier import make_noise_classifier
 from pipeline.samplers import sampling
@@ -68,11 +68,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def save_rows(path, rows: list[torch.Tensor]) -> None:
     """One PNG: each tensor (n, C, H, W) in [0, 1] is a row of n images."""
-    from torchvision.utils import save_image
-
-    batch = torch.cat(rows)
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        save_image(batch.float(), tmp, nrow=rows[0].shape[0], padding=2, pad_value=1.0, format="png")
+    grids.save_tiled(path, torch.cat(rows), nrow=rows[0].shape[0], padding=2, pad_value=1.0)
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor) -> float:
