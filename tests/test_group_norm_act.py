@@ -154,6 +154,43 @@ def test_a_failed_build_falls_back_with_one_line(monkeypatch, capsys):
         gna.extension.cache_clear()
 
 
+def test_clones_share_one_build_until_the_source_changes(tmp_path, monkeypatch):
+    """The build compiles a copy of the source kept in the cache: a second clone of the repository (another path, same
+    bytes) leaves the copy, and so ninja's inputs, untouched; an edited source replaces it, so ninja rebuilds."""
+    build = tmp_path / "build"
+    build.mkdir()
+    first = gna._cached_source(build)
+    assert first == build / gna.SOURCE.name and first.read_bytes() == gna.SOURCE.read_bytes()
+    stamp = first.stat().st_mtime_ns
+    clone = tmp_path / "clone" / "group_norm_act.cpp"
+    clone.parent.mkdir()
+    clone.write_bytes(gna.SOURCE.read_bytes())
+    monkeypatch.setattr(gna, "SOURCE", clone)
+    assert gna._cached_source(build) == first and first.stat().st_mtime_ns == stamp
+    clone.write_bytes(clone.read_bytes() + b"// an edit\n")
+    assert gna._cached_source(build).read_bytes() == clone.read_bytes()
+    assert [p.name for p in build.iterdir()] == [gna.SOURCE.name]  # no temporary file left behind
+
+
+def test_the_build_runs_the_project_ninja_whatever_path_holds(tmp_path, monkeypatch):
+    """Another ninja first on PATH (a system one): the build still runs the wheel's, beside the interpreter, so that
+    processes with other PATHs never take each other's build for another command; PATH is restored after."""
+    import os
+    import sys
+
+    here = os.path.dirname(sys.executable)
+    if shutil.which("ninja", path=here) is None:
+        pytest.skip("no ninja wheel beside this interpreter (the build uses the one on PATH)")
+    other = tmp_path / "ninja"
+    other.write_text("#!/bin/sh\necho 0.0\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert shutil.which("ninja") == str(other)
+    with gna._project_ninja():
+        assert shutil.which("ninja") == os.path.join(here, "ninja")
+    assert shutil.which("ninja") == str(other)
+
+
 @pytest.mark.parametrize("resblock", ["biggan", "ddpm"])
 def test_ncsnpp_agrees_with_the_unfused_net(resblock, kernel):
     """A whole NCSN++ (GN+SiLU twice in every block, GN alone in attention, GN+SiLU before the output conv): output

@@ -217,3 +217,6 @@ def test_the_import_walk_on_a_known_tree(tmp_path):
     (tmp_path / "pipeline/e.py").unlink()
     with pytest.raises(ImportError, match="pipeline.e"):
         closure("pipeline.a", tmp_path, skip=())
+    # a file's imports are parsed once per version of it: an edit (another size or time) is read again
+    (tmp_path / "pipeline/b.py").write_text("from . import c\nimport pipeline.unused\n")
+    assert imports_of(tmp_path / "pipeline/b.py", tmp_path) == {"pipeline.c", "pipeline.unused"}

@@ -18,8 +18,6 @@ def rehearsed(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("rehearse") / "repo")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_CHROMIUM", "off")  # the browser check of the page: tests/test_report_page.py
-        mp.setenv("PIPELINE_CPU_KERNELS", "0")  # the fused kernel (tests/test_group_norm_act.py) would rebuild for this
-        # copy's path: about 35 s of the 90 s this slice may take
         r = run([python(), "-m", "pipeline", "rehearse", "--suite", "cifar10", "--synthetic", "--cores", "2",
                  *(a for e in SLICE for a in ("--only", e))], repo, timeout=900, check=False)
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-3000:]}"

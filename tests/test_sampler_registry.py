@@ -71,6 +71,28 @@ def test_a_new_method_is_drawn_counted_labelled_and_validated(prior):
     assert e.value.key == "samplers.prior.eta" and "applies to method ddim only, not prior" in e.value.message
 
 
+def test_a_method_without_its_code_is_refused(monkeypatch):
+    """`sample` and `label` are abstract; a method that declares a curve knob must say its NFE on it (nfe_terms)."""
+    monkeypatch.setitem(names.SAMPLING_METHOD_TABLE, "prior", names.SamplingMethod("prior", keys=(), knob=None))
+
+    class Unlabelled(Method):
+        name = "prior"
+
+        def sample(self, params, s, sde, score_fn, shape, generator, device="cpu"):
+            return Prior.sample(self, params, s, sde, score_fn, shape, generator, device)
+
+    with pytest.raises(TypeError, match="abstract class Unlabelled with abstract method '?label"):
+        register(Unlabelled)
+    monkeypatch.setitem(names.SAMPLING_METHOD_TABLE, "prior", names.SamplingMethod("prior", keys=(), knob="num_steps"))
+
+    class Uncounted(Prior):
+        nfe = Method.nfe  # the NFE from the knob's line, which this method does not give
+
+    with pytest.raises(TypeError, match="'prior' declares the curve knob 'num_steps' but has no nfe_terms"):
+        register(Uncounted)
+    assert "prior" not in METHODS
+
+
 def test_an_undeclared_method_is_refused():
     with pytest.raises(ParamsError) as e:
         load_params(SMOKE, ["samplers.prior={method: prior}"])

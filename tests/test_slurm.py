@@ -53,16 +53,23 @@ def squeue(env: dict) -> dict[str, tuple[str, str]]:
 
 
 def cancel_train_mid_run(repo: Path, env: dict, seen: dict, done: threading.Event) -> None:
-    """Once the train job has written its first snapshot, scancel it (SIGTERM to the stage, as a preemption does)."""
+    """Once the train job has written its first snapshot, scancel it (SIGTERM to the stage, as a preemption does).
+    squeue is asked only once a snapshot exists, then every 5 s to record the jobs' states (each call is a process and
+    an RPC: polling 10 times a second for the whole run took CPU the stages need)."""
     snaps = repo / SMOKE / "snapshots"
     while not done.is_set():
-        jobs = squeue(env)
-        seen.update(jobs)
-        running = [i for i, (s, k) in jobs.items() if s == "RUNNING" and k.startswith("rule_train_")]
-        if running and snaps.is_dir() and any(snaps.glob("step_*")) and "cancelled" not in seen:
-            subprocess.run(["scancel", running[0]], env=env, check=True)
-            seen["cancelled"] = (running[0], sorted(p.name for p in snaps.glob("step_*")))
-        time.sleep(0.1 if "cancelled" not in seen else 1.0)
+        if "cancelled" in seen:
+            seen.update(squeue(env))
+            done.wait(5.0)
+            continue
+        if snaps.is_dir() and any(snaps.glob("step_*")):
+            jobs = squeue(env)
+            seen.update(jobs)
+            running = [i for i, (s, k) in jobs.items() if s == "RUNNING" and k.startswith("rule_train_")]
+            if running:
+                subprocess.run(["scancel", running[0]], env=env, check=True)
+                seen["cancelled"] = (running[0], sorted(p.name for p in snaps.glob("step_*")))
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

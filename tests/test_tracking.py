@@ -111,6 +111,11 @@ def test_lock_lookup_resolves_wdir(tmp_path, monkeypatch):
     (tmp_path / "data/prepared/x/f.bin").write_bytes(b"abcd")  # changed outside DVC: the lock is stale
     digest, origin, locked = tracking.dataset_digest(tmp_path, tmp_path / "data/prepared/x")
     assert digest != md5 and locked == md5 and "other content" in origin
+    # dvc.lock rewritten (a commit of the new content): the lookup reads the new file, not the parse of the old one
+    (tmp_path / "pipelines/s/dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"prep": {"cmd": "x", "outs": [{"path": "data/prepared/x", "md5": digest}]}}}))
+    assert tracking.dataset_digest(tmp_path, tmp_path / "data/prepared/x") == (digest, "dvc.lock (pipelines/s/dvc.lock)",
+                                                                               digest)
 
 
 def test_unreachable_server_is_skipped_in_seconds(tmp_path, monkeypatch, capsys):

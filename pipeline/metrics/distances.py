@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import torch
-from cleanfid import fid as cleanfid_fid
 from scipy import linalg
 
 __all__ = [
@@ -27,6 +26,14 @@ def _as_feature_matrix(feats: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[0] < 2:
         raise ValueError(f"{name} must be an (N, D) array with N >= 2, got shape {array.shape}")
     return array
+
+
+def _cleanfid():
+    """clean-fid's fid module, imported on first use: it imports all of torchvision (about 1.5 s of a stage's start),
+    which the stages that import this module only for its types (report, sample) never need."""
+    from cleanfid import fid
+
+    return fid
 
 
 @contextlib.contextmanager
@@ -57,7 +64,7 @@ def frechet_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sig
     evaluated by clean-fid's `frechet_distance` (scipy sqrtm with its eps fallback for singular products).
     """
     with _quiet_sqrtm():
-        return float(cleanfid_fid.frechet_distance(np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64),
+        return float(_cleanfid().frechet_distance(np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64),
                                                    np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64)))
 
 
@@ -68,7 +75,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     with _quiet_sqrtm():
-        return float(cleanfid_fid.fid_from_feats(a, b))
+        return float(_cleanfid().fid_from_feats(a, b))
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
@@ -100,7 +107,7 @@ def kernel_distance(
     saved_state = np.random.get_state()
     try:
         np.random.seed(_seed_from(generator))
-        return float(cleanfid_fid.kernel_distance(a, b, num_subsets=num_subsets, max_subset_size=max_subset_size))
+        return float(_cleanfid().kernel_distance(a, b, num_subsets=num_subsets, max_subset_size=max_subset_size))
     finally:
         np.random.set_state(saved_state)
 

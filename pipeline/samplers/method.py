@@ -9,6 +9,7 @@ its knob) and `label`.
 """
 from __future__ import annotations
 
+import abc
 from typing import Optional
 
 import torch
@@ -26,8 +27,11 @@ def denoise_nfe(s) -> int:
     return int(bool(s.noise_removal))
 
 
-class Method:
-    """A sampling method: `name` (its declaration, `spec`, is names.SAMPLING_METHOD_TABLE[name]) and its code."""
+class Method(abc.ABC):
+    """A sampling method: `name` (its declaration, `spec`, is names.SAMPLING_METHOD_TABLE[name]) and its code: `sample`
+    and `label`, and for a method with a curve knob (spec.knob not None) `nfe_terms(s, num_scales) -> (a, b)`: setting
+    `s` makes a * knob + b score evaluations per sample, knob = the value of `spec.knob` in s (None: the SDE's
+    N = num_scales). `register` refuses a method without them."""
 
     name: str = ""
 
@@ -35,16 +39,15 @@ class Method:
     def spec(self) -> names.SamplingMethod:
         return names.sampling_method(self.name)
 
+    @abc.abstractmethod
     def sample(self, params, s, sde, score_fn, shape, generator, device="cpu") -> tuple[torch.Tensor, int]:
         """Samples of `shape` with setting `s` (a SamplingConfig) and any score function `score_fn(x, t)` of the
         experiment `params` and its SDE `sde`, in the model's data range, and the number of score evaluations.
         `generator`: one per row."""
-        raise NotImplementedError(f"sampling method {self.name} has no sample()")
 
-    def nfe_terms(self, s, num_scales: int) -> tuple[int, int]:
-        """(a, b): setting `s` makes a * knob + b score evaluations per sample, knob = the value of `spec.knob` in s
-        (None: the SDE's N = num_scales). Not called for an adaptive method (spec.knob None)."""
-        raise NotImplementedError(f"sampling method {self.name} has no nfe_terms()")
+    @abc.abstractmethod
+    def label(self, s) -> str:
+        """How the report names setting `s` (tables, curves, figure titles)."""
 
     def nfe_line(self, s, num_scales: int) -> Optional[tuple[str, int, int]]:
         """(knob, a, b) with NFE = a * knob + b, or None for an adaptive method (its NFE is measured)."""
@@ -60,10 +63,6 @@ class Method:
         knob, a, b = line
         value = getattr(s, knob)
         return a * int(num_scales if value is None else value) + b
-
-    def label(self, s) -> str:
-        """How the report names setting `s` (tables, curves, figure titles)."""
-        raise NotImplementedError(f"sampling method {self.name} has no label()")
 
 
 class FewStepMethod(Method):
@@ -87,7 +86,11 @@ def register(cls: type[Method]) -> type[Method]:
     declared in names.SAMPLING_METHOD_TABLE (the schema's half of the method)."""
     if cls.name not in names.SAMPLING_METHOD_TABLE:
         raise ValueError(f"sampling method {cls.name!r} has no declaration in pipeline.names.SAMPLING_METHOD_TABLE")
-    METHODS.register(cls.name)(cls())
+    instance = cls()  # TypeError naming them when `sample` or `label` is missing (abstract)
+    if instance.spec.knob is not None and not callable(getattr(instance, "nfe_terms", None)):
+        raise TypeError(f"sampling method {cls.name!r} declares the curve knob {instance.spec.knob!r} but has no "
+                        "nfe_terms(s, num_scales) giving its NFE on that knob")
+    METHODS.register(cls.name)(instance)
     return cls
 
 

@@ -46,13 +46,42 @@ def _build():
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" is not news here
     from torch.utils.cpp_extension import load
 
-    if shutil.which("ninja") is None:  # the pip wheel's ninja sits beside this interpreter, maybe not on PATH
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     build = cache_dir()
     build.mkdir(parents=True, exist_ok=True)
     # torch serialises builders with an OS lock on build/lock (released if a builder dies) and lets ninja rebuild
-    # only when the source changed.
-    return load(NAME, [str(SOURCE)], extra_cflags=["-O3"], build_directory=str(build), verbose=False)
+    # only when the source changed. Ninja's build line names the source's path: compiling a copy kept in the cache
+    # lets every clone of the repository (and the tests' copies) share one build while the source's bytes are equal.
+    with _project_ninja():
+        return load(NAME, [str(_cached_source(build))], extra_cflags=["-O3"], build_directory=str(build),
+                    verbose=False)
+
+
+@contextlib.contextmanager
+def _project_ninja():
+    """PATH with the pip wheel's ninja (a pyproject dependency, beside this interpreter) first, whatever else PATH
+    holds. Two ninja versions hash a build line differently (the system's 1.11 and the wheel's 1.13 here): each takes
+    the other's log entry for another command and recompiles, 25 s every time a process finds the other one first."""
+    here = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if shutil.which("ninja", path=here) is None and shutil.which("ninja") is not None:
+        yield  # no wheel beside this interpreter: the one on PATH
+        return
+    os.environ["PATH"] = here + os.pathsep + path
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
+
+
+def _cached_source(build: Path) -> Path:
+    """SOURCE copied into `build` when the copy there differs (so its mtime, which ninja reads, moves only then)."""
+    copy = build / SOURCE.name
+    text = SOURCE.read_bytes()
+    if not copy.is_file() or copy.read_bytes() != text:
+        tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(text)
+        os.replace(tmp, copy)  # atomic: a builder beside this one reads the old or the new file, never half of one
+    return copy
 
 
 @functools.cache

@@ -41,8 +41,14 @@ def _in_package(name: str) -> bool:
     return name == PACKAGE or name.startswith(PACKAGE + ".")
 
 
-def imports_of(file: Path, root: Path = CODE_ROOT) -> set[str]:
+def imports_of(file: Path, root: Path = CODE_ROOT) -> frozenset[str]:
     """The modules of the package that `file` imports, at any depth of its syntax tree."""
+    st = file.stat()  # every stage's closure shares most files: each version of a file is parsed once per process
+    return _imports_of(file, root, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_of(file: Path, root: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
     me = module_name(file, root)
     package = me if file.name == "__init__.py" else me.rpartition(".")[0]
     found: set[str] = set()
@@ -63,7 +69,7 @@ def imports_of(file: Path, root: Path = CODE_ROOT) -> set[str]:
             found |= subs
             if len(subs) < len(node.names):
                 found.add(target)
-    return found - {me}  # a package's __init__ importing its own submodules names itself
+    return frozenset(found - {me})  # a package's __init__ importing its own submodules names itself
 
 
 def closure(module: str, root: Path = CODE_ROOT, skip=tuple(SIDE_OUTPUT_ONLY)) -> set[str]:
