@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, venv_env
+
+from pipeline.report.mlflow_page import stop_server as stop
 
 MLFLOW = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
 
@@ -133,25 +134,6 @@ def server(store, tmp_path_factory):
         yield url, proc, port
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn / gunicorn workers included), SIGKILL after 20 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    deadline = time.monotonic() + 10  # workers leave after their parent: wait until the whole group is gone
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def api(url: str, endpoint: str, body: dict | None = None, **query) -> dict:

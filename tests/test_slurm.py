@@ -92,8 +92,11 @@ def runs(cluster, tmp_path_factory):
     watcher = threading.Thread(target=cancel_train_mid_run, args=(repos["slurm"], env["slurm"], seen, done))
     watcher.start()
     try:
+        # The first status poll 1 s after a submission (the profile's 5 s suits a real cluster's queue): each poll
+        # that finds no job ended adds 10 s, so a smoke job of 6-10 s was seen ended after 15 s; here after 11 s.
         slurm = subprocess.run(["snakemake", "--profile", "profiles/slurm", "--config", "suite=smoke",
-                                "--slurm-keep-successful-logs"], cwd=repos["slurm"], env=env["slurm"],
+                                "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "1"],
+                               cwd=repos["slurm"], env=env["slurm"],
                                stdout=logs["slurm"], stderr=subprocess.STDOUT, timeout=900)
         slurm_s = time.perf_counter() - t0
         local.wait(timeout=900)

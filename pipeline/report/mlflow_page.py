@@ -52,6 +52,14 @@ def server(uri: str, timeout: float = 90) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
+        stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to a server's process group (started with start_new_session: uvicorn / gunicorn workers included),
+    SIGKILL after 20 s; returns once the whole group is gone (workers leave after their parent), SIGKILL to what is
+    left after 10 s more."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -59,6 +67,15 @@ def server(uri: str, timeout: float = 90) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def experiment_id(uri: str, suite: str) -> str:

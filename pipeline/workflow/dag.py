@@ -101,16 +101,7 @@ DAG_ONLY = ("training.seeds",)
 
 def _present(raw: dict, keys: list[str]) -> list[str]:
     """The dotted keys that exist in the file (DVC refuses to track a key the file does not contain)."""
-    out = []
-    for key in _without_dag_only(raw, keys):
-        cur = raw
-        for part in key.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                break
-            cur = cur[part]
-        else:
-            out.append(key)
-    return out
+    return [key for key in _without_dag_only(raw, keys) if _present_plain(raw, key)]
 
 
 def _without_dag_only(raw: dict, keys: list[str]) -> list[str]:
@@ -127,6 +118,7 @@ def _without_dag_only(raw: dict, keys: list[str]) -> list[str]:
 
 
 def _present_plain(raw: dict, key: str) -> bool:
+    """Whether the dotted key exists in the mapping (with any value, None included)."""
     cur = raw
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:

@@ -19,6 +19,7 @@ import math
 from typing import Any, Callable
 
 from pipeline.config import Params, ParamsError, validate
+from pipeline.io.provenance import tracked_values
 from pipeline.models.zoo import check_params
 from pipeline.names import DATASET_TABLE, sampling_method
 
@@ -93,12 +94,8 @@ def override_text() -> str:
 
 # --- the transformation of one params file ---------------------------------------------------------------------
 def _get(raw: dict, key: str):
-    cur = raw
-    for part in key.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
+    """The value of a dotted key, None where it is absent."""
+    return tracked_values(raw, [key])[key]
 
 
 def _set(raw: dict, key: str, value, create: bool = False) -> None:
