@@ -1,8 +1,9 @@
 """profiles/slurm on a real one-node SLURM cluster (tests/slurm/up.sh: munged, slurmctld and slurmd on this machine,
 no accounting, no cgroups): the smoke suite runs every stage but `download` (a local rule) as a SLURM job, with
-metrics equal to a local `snakemake -c 2` run of the same suite; and a training job cancelled mid-run (`scancel`) is
-resubmitted by the profile's `retries`, resumes from its snapshot and ends with the same metrics. One SLURM run and
-one local run, side by side, serve both tests. Skipped, with one line saying why, where SLURM cannot be started."""
+metrics equal to a local run of the same suite; and a training job cancelled mid-run (`scancel`) is resubmitted by the
+profile's `retries`, resumes from its snapshot and ends with the same metrics and weights. One SLURM run serves both
+tests; the local run is the session's (test_e2e.py's `dvc repro`, shared through e2e_util.smoke_reference). Skipped,
+with one line saying why, where SLURM cannot be started."""
 import json
 import os
 import subprocess
@@ -14,17 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from e2e_util import copy_repo
+from e2e_util import MODEL, SMOKE, copy_repo, smoke_reference, suite_metrics
 
 from pipeline.workflow import dag
-
-SMOKE = "runs/smoke/smoke"
-# Keys whose values differ between two runs of the same stage by design: timings, MLflow run ids, what a resumed run
-# started from. Everything else (every metric, the hardware, the provenance stamps' code, params and command parts)
-# must be equal. A stamp's `data` part (and so its fingerprint) hashes input files byte for byte, and the resumed
-# train writes model.pt with the same tensors but other pickle bytes: the tests compare those tensors instead.
-VOLATILE = {"seconds", "classifier_seconds", "images_per_s", "seconds_per_sample", "mlflow_run_id", "resumed_from",
-            "data", "fingerprint"}
 
 
 def _env(extra: dict) -> dict:
@@ -69,50 +62,39 @@ def cancel_train_mid_run(repo: Path, env: dict, seen: dict, done: threading.Even
             if running:
                 subprocess.run(["scancel", running[0]], env=env, check=True)
                 seen["cancelled"] = (running[0], sorted(p.name for p in snaps.glob("step_*")))
-        time.sleep(0.1)
+            elif (repo / SMOKE / "train_metrics.json").exists():
+                return  # train ended before it was seen running with a snapshot: the test says so
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
-    """The smoke suite through profiles/slurm (train cancelled once mid-run) and locally, side by side.
-    training.n_iters is raised from 300 to 600 in both copies so that the cancel lands while train runs."""
-    base = tmp_path_factory.mktemp("slurm-runs")
-    repos = {name: copy_repo(base / name) for name in ("slurm", "local")}
-    for repo in repos.values():
-        params = repo / "params/smoke.yaml"
-        params.write_text(params.read_text().replace("n_iters: 300", "n_iters: 600", 1))
-    env = {name: _env({"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
-                       **({k: cluster[k] for k in ("PATH", "SLURM_CONF")} if name == "slurm" else {})})
-           for name, repo in repos.items()}
-    logs = {name: open(base / f"{name}.log", "w+") for name in repos}
-    t0 = time.perf_counter()
-    local = subprocess.Popen(["snakemake", "-c", "2", "--config", "suite=smoke"], cwd=repos["local"],
-                             env=env["local"], stdout=logs["local"], stderr=subprocess.STDOUT)
+    """The smoke suite through profiles/slurm, its train job cancelled once mid-run, and the session's local run of
+    the same suite (e2e_util.smoke_reference: test_e2e.py's `dvc repro`, or one made here when that file is not run)."""
+    repo = copy_repo(tmp_path_factory.mktemp("slurm-run") / "slurm")
+    env = _env({"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db", **{k: cluster[k] for k in ("PATH", "SLURM_CONF")}})
     seen, done = {}, threading.Event()
-    watcher = threading.Thread(target=cancel_train_mid_run, args=(repos["slurm"], env["slurm"], seen, done))
+    watcher = threading.Thread(target=cancel_train_mid_run, args=(repo, env, seen, done))
     watcher.start()
+    t0 = time.perf_counter()
+    log = repo.parent / "slurm.log"
     try:
-        # The first status poll 1 s after a submission (the profile's 5 s suits a real cluster's queue): each poll
-        # that finds no job ended adds 10 s, so a smoke job of 6-10 s was seen ended after 15 s; here after 11 s.
-        slurm = subprocess.run(["snakemake", "--profile", "profiles/slurm", "--config", "suite=smoke",
-                                "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "1"],
-                               cwd=repos["slurm"], env=env["slurm"],
-                               stdout=logs["slurm"], stderr=subprocess.STDOUT, timeout=900)
-        slurm_s = time.perf_counter() - t0
-        local.wait(timeout=900)
+        # The first status poll 1 s after a submission (the profile's 5 s suits a real cluster's queue); the plugin
+        # waits 10 s longer after each poll that finds nothing ended: polls at 1, 12 and 33 s. A smoke job takes 13-22 s
+        # here (the job runs Snakemake again inside it, then the stage), so each level of the DAG costs about 33 s.
+        with open(log, "w") as f:
+            slurm = subprocess.run(["snakemake", "--profile", "profiles/slurm", "--config", "suite=smoke",
+                                    "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "1"],
+                                   cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900)
     finally:
         done.set()
         watcher.join()
-        if local.poll() is None:
-            local.kill()
-    seen.update(squeue(env["slurm"]))
-    print(f"\nsmoke suite side by side: SLURM {slurm_s:.0f} s, local done by {time.perf_counter() - t0:.0f} s")
-    text = {name: (f.seek(0), f.read())[1] for name, f in logs.items()}
-    for f in logs.values():
-        f.close()
-    assert local.returncode == 0, f"local run failed:\n{text['local'][-3000:]}"
-    assert slurm.returncode == 0, f"SLURM run failed:\n{text['slurm'][-3000:]}"
-    return {"repos": repos, "seen": seen, "out": text["slurm"], "state": cluster["state"]}
+    seen.update(squeue(env))
+    print(f"\nsmoke suite on SLURM: {time.perf_counter() - t0:.0f} s")
+    out = log.read_text()
+    assert slurm.returncode == 0, f"SLURM run failed:\n{out[-3000:]}"
+    return {"repo": repo, "local": smoke_reference(tmp_path_factory), "seen": seen, "out": out,
+            "state": cluster["state"]}
 
 
 def job_logs(repo: Path) -> dict[str, str]:
@@ -120,20 +102,9 @@ def job_logs(repo: Path) -> dict[str, str]:
     return {p.stem: p.read_text(errors="replace") for p in (repo / ".snakemake/slurm_logs").rglob("*.log")}
 
 
-def metrics(repo: Path) -> dict[str, dict]:
-    """Every JSON output of the suite (metrics, sample and stage info, provenance stamps), volatile keys left out."""
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in VOLATILE}
-        return [strip(v) for v in x] if isinstance(x, list) else x
-    files = [p for d in ("runs/smoke", "data/evaluator", "data/prepared") for p in (repo / d).rglob("*.json")
-             if "snapshots" not in p.parts]
-    return {str(p.relative_to(repo)): strip(json.loads(p.read_text())) for p in files}
-
-
 @pytest.mark.timeout(1500)
 def test_smoke_suite_runs_as_slurm_jobs_with_local_metrics(runs):
-    repo, local = runs["repos"]["slurm"], runs["repos"]["local"]
+    repo, local = runs["repo"], runs["local"]
     stages = dag.suite_stages(repo, "smoke")
     on_cluster = {s.cmd for s in stages if s.kind != "download"}
     assert len(on_cluster) == 10
@@ -147,7 +118,7 @@ def test_smoke_suite_runs_as_slurm_jobs_with_local_metrics(runs):
                     ran.setdefault(cmd, jid)
     assert set(ran) == on_cluster, f"not run as a SLURM job: {sorted(on_cluster - set(ran))}"
     assert "localrule download:" in runs["out"]  # the one local rule ran on the submitting machine
-    mine, theirs = metrics(repo), metrics(local)
+    mine, theirs = suite_metrics(repo), suite_metrics(local)
     assert set(mine) == set(theirs) and f"{SMOKE}/eval/pc.json" in mine and f"{SMOKE}/likelihood.json" in mine
     for name in sorted(mine):
         assert mine[name] == theirs[name], f"{name}: SLURM run differs from the local run"
@@ -155,7 +126,7 @@ def test_smoke_suite_runs_as_slurm_jobs_with_local_metrics(runs):
 
 @pytest.mark.timeout(1500)
 def test_cancelled_train_job_resumes_with_same_metrics(runs):
-    repo, local = runs["repos"]["slurm"], runs["repos"]["local"]
+    repo, local = runs["repo"], runs["local"]
     assert "cancelled" in runs["seen"], "the train job was never seen running with a snapshot"
     jid, snaps = runs["seen"]["cancelled"]
     assert snaps, "cancelled before the first snapshot"
@@ -166,12 +137,12 @@ def test_cancelled_train_job_resumes_with_same_metrics(runs):
     assert later, f"no completed train job after the cancelled {jid}"
     assert "resuming from snapshot" in job_logs(repo)[later[0]]
     train = json.loads((repo / SMOKE / "train_metrics.json").read_text())
-    assert train["step"] == 600 and train["resumed_from"] >= 100
+    assert train["step"] == 300 and train["resumed_from"] >= 100
     ref = json.loads((local / SMOKE / "train_metrics.json").read_text())
     assert ref["resumed_from"] == 0
     for key in ("final_loss", "ema_eval_loss", "snapshot_fingerprint", "provenance"):
         assert train[key] == ref[key], key
-    mine, theirs = (torch.load(r / SMOKE / "train/model.pt", weights_only=False) for r in (repo, local))
+    mine, theirs = (torch.load(r / MODEL, weights_only=False) for r in (repo, local))
     assert mine.keys() == theirs.keys()
     for part in mine:  # plain and EMA weights bit for bit, and the params and step they record
         a, b = (x[part] if isinstance(x[part], dict) else {"": x[part]} for x in (mine, theirs))

@@ -83,13 +83,18 @@ def run(args) -> int:
                          "(then rerun what it makes stale) before committing")
     good = [s.name for s, why in marks if why is None]
     refused = [(s.name, why) for s, why in marks if why]
+    # `dvc commit` only the good stages `dvc status` names: dvc.lock already records the others as they are, and DVC
+    # takes about 0.6 s a stage to find that out (7 s for the smoke suite's 11 after a rerun of 3).
+    changed = dvc_changed(root, suite)
+    todo = [n for n in good if n in changed]
     prefix = "" if suite == "default" else f"{dag.dvc_yaml_path(suite)}:"
-    if good:
-        r = subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *[prefix + n for n in good]], cwd=root,
+    if todo:
+        r = subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *[prefix + n for n in todo]], cwd=root,
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise StageError(f"{dag.dvc_yaml_path(suite)}: `dvc commit` failed: {(r.stderr or r.stdout).strip()[-500:]}")
-    print(f"committed {len(good)} of {len(marks)} stages of {dag.dvc_yaml_path(suite)} to dvc.lock")
+    print(f"committed {len(good)} of {len(marks)} stages of {dag.dvc_yaml_path(suite)} to dvc.lock "
+          f"({len(todo)} changed, {len(good) - len(todo)} already recorded)")
     for name, why in refused:
         print(f"error: {name}: not committed: {why}", file=sys.stderr)
     return 1 if refused else 0
