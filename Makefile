@@ -64,8 +64,9 @@ repro-dvc: install dataset dag .dvc/config
 
 # One pytest worker per core, each taking whole test files (module fixtures such as the end-to-end smoke repro run
 # once), the longest files first (tests/conftest.py LONGEST_FIRST; --no-loadscope-reorder keeps that order, where
-# pytest-xdist would start the files with most tests first and leave the few-test, minutes-long SLURM and rehearsal
-# files to the end). `make test TEST_WORKERS=0` runs in one process.
+# pytest-xdist would start the files with most tests first and leave the few-test, minutes-long rehearsal file to the
+# end); the SLURM file last, its run started in the background at the session's start (tests/slurm_background.py).
+# `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= $(CORES)
 test: install
 	$(BIN)/ruff check .

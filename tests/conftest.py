@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+import slurm_background
 import torch
 
 # Small-tensor loops (samplers on analytic scores, per-row generators) run 20-100x slower with several threads on a
@@ -79,8 +80,13 @@ SLOW_FILES = {
 # The longest files (seconds of one worker on 2 cores, measured with --durations): started first, so that under
 # `-n N --dist loadfile` no worker is left with one of them while the others idle at the end (pytest-xdist hands
 # files out in collection order).
-LONGEST_FIRST = ("test_e2e.py", "test_slurm.py", "test_rehearsal_run.py", "test_launch.py", "test_device.py",
+LONGEST_FIRST = ("test_e2e.py", "test_rehearsal_run.py", "test_launch.py", "test_device.py",
                  "test_train.py", "test_evaluate_stage.py", "test_names_paths.py")
+
+
+# Collected last: test_slurm.py reads the result of a SLURM run that under pytest-xdist runs in the background from
+# the session's start (tests/slurm_background.py), its minutes of waiting on SLURM beside the other files.
+LAST = ("test_slurm.py",)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -88,4 +94,13 @@ def pytest_collection_modifyitems(config, items):
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    rank.update({name: len(rank) + 1 + k for k, name in enumerate(LAST)})
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
+
+
+def pytest_collection_finish(session):
+    slurm_background.start(session)
+
+
+def pytest_sessionfinish(session):
+    slurm_background.stop(session)
