@@ -219,10 +219,19 @@ def main(argv=None) -> int:
                     help="add the switches section (compilation: minutes; `--switches --skip smoke --skip sample` "
                          "fits one 10-minute run)")
     ap.add_argument("--switch-steps", type=int, default=50, help="train steps per compiled variant")
+    ap.add_argument("--switch-dtypes", default="bf16,fp32",
+                    help="training.compile runs of the switches section (none: no training run)")
+    ap.add_argument("--switch-sampling", default="compile,cuda_graphs",
+                    help="sampling switches of the switches section (each against an eager run)")
     ap.add_argument("--switch-pc-steps", type=int, default=10, help="PC steps per sampling switch")
     ap.add_argument("--smoke-timeout", type=int, default=240)
     ap.add_argument("--out", default=None, help="write every number as JSON here")
     a = ap.parse_args(argv)
+    dtypes, sampling = ([] if a.switch_dtypes == "none" else a.switch_dtypes.split(",")), a.switch_sampling.split(",")
+    if not set(dtypes) <= {"bf16", "fp32"} or not set(sampling) <= {"compile", "cuda_graphs"}:
+        print(f"gpu_check: --switch-dtypes {a.switch_dtypes} / --switch-sampling {a.switch_sampling}: give bf16,fp32 / "
+              "compile,cuda_graphs or a part of them", file=sys.stderr)
+        return 2
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine, "
               "or `--device cpu --tiny` for a dry run", file=sys.stderr)
@@ -258,9 +267,10 @@ def main(argv=None) -> int:
     if a.switches and "switches" not in a.skip:
         sets = TINY[TRAIN_PRESET] if a.tiny else []
         sw = res["switches"] = {"train": [train_throughput(TRAIN_PRESET, sets, a.batch, a.switch_steps, a.device, bf16,
-                                                           compile_=True) for bf16 in (True, False)], "sample": []}
+                                                           compile_=True) for bf16 in (True, False)
+                                          if ("bf16" if bf16 else "fp32") in dtypes], "sample": []}
         print(f"switches, train: {sw['train']}", flush=True)
-        for switch in ("eager", "compile", "cuda_graphs"):
+        for switch in ("eager", *(x for x in ("compile", "cuda_graphs") if x in sampling)):
             over = [f"sampling.num_steps={a.switch_pc_steps}", f"sampling.compile={switch == 'compile'}",
                     f"sampling.cuda_graphs={switch == 'cuda_graphs'}"]
             sw["sample"].append(sample_throughput(TRAIN_PRESET, sets + over, a.num_samples, a.device, warmup=True))

@@ -366,15 +366,18 @@ def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
 
 
 def test_gpu_check_switches_dry_run_on_cpu(tmp_path, capsys):
-    """--switches: training.compile (bf16, fp32) and sampling.compile / sampling.cuda_graphs, each compiled for real
-    (a fallback to eager fails the check), with speed-ups against the eager rows in the table."""
+    """--switches: sampling.compile compiled for real (a fallback to eager fails the check), with its speed-up against
+    the eager row in the table. On the CPU the compile switch only (the GPU run adds training.compile in bf16 and fp32
+    and sampling.cuda_graphs): with a cold Inductor cache (a fresh clone's, CI's) the four variants took 140 s here,
+    of which the tiny NCSN++ training graph 62 s in fp32 and more in bf16, the sampling switch 21 s.
+    tests/test_speed_switches.py compiles training.compile and sampling.cuda_graphs against eager."""
     out = tmp_path / "g.json"
     assert _gpu_check().main(["--device", "cpu", "--tiny", "--switches", "--skip", "smoke", "--skip", "sample",
-                              "--out", str(out)]) == 0
+                              "--switch-dtypes", "none", "--switch-sampling", "compile", "--out", str(out)]) == 0
     sw = json.loads(out.read_text())["switches"]
-    assert [(t["dtype"], t["compile"]) for t in sw["train"]] == [("bf16", True), ("fp32", True)]
+    assert sw["train"] == []
     assert [(s["switch"], s["nfe"], s["finite"]) for s in sw["sample"]] == [
-        ("eager", 4, True), ("compile", 4, True), ("cuda_graphs", 4, True)]  # 2 PC steps: predictor + corrector
+        ("eager", 4, True), ("compile", 4, True)]  # 2 PC steps: predictor + corrector
     text = capsys.readouterr().out
-    assert "| train ncsnpp_cont bf16 + training.compile b4 x2 |" in text and "x eager" in text
-    assert "| sample pc ncsnpp_cont cuda_graphs n=4 NFE 4 |" in text
+    assert "| sample pc ncsnpp_cont compile n=4 NFE 4 |" in text and "x eager" in text
+    assert _gpu_check().main(["--device", "cpu", "--switches", "--switch-dtypes", "fp16"]) == 2
