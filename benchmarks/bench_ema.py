@@ -28,9 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import finished_run  # noqa: E402
+
 from pipeline.config import load_params  # noqa: E402
 from pipeline.core.ema import EMA, ema_decay  # noqa: E402
-from pipeline.io import data  # noqa: E402
 from pipeline.metrics import curves  # noqa: E402
 from pipeline.metrics.dataset_classifier import evaluator_features  # noqa: E402
 from pipeline.metrics.distances import feature_stats, frechet_from_stats  # noqa: E402
@@ -69,14 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
     _, p = load_params(a.params, a.set)
-    ev_dir = a.root / "data" / "evaluator" / p.data.dataset
-    if not (ev_dir / "ref_stats.npz").exists():
-        print(f"{ev_dir}: no evaluator; run `make repro` there first (--root)", file=sys.stderr)
-        return 2
-    with np.load(ev_dir / "ref_stats.npz") as z:
-        ref = z["mu"], z["sigma"]
-    x, _ = data.load_split(a.root, p.data.dataset, "train")
-    xt, _ = data.load_split(a.root, p.data.dataset, "test")
+    ev_dir, ref, x, xt = finished_run.read(a.root, p.data.dataset)
     B, rate = p.training.batch_size, p.model.ema_rate
     schedules = {"reference": lambda n: ema_decay(n, "reference", rate),
                  "constant": lambda n: ema_decay(n, "constant", rate)}

@@ -41,8 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import finished_run  # noqa: E402
+
 from pipeline.config import load_params  # noqa: E402
-from pipeline.io import data  # noqa: E402
 from pipeline.metrics import curves  # noqa: E402
 from pipeline.metrics.dataset_classifier import evaluator_features  # noqa: E402
 from pipeline.metrics.distances import feature_stats, frechet_from_stats  # noqa: E402
@@ -68,14 +69,7 @@ def main(argv=None) -> int:
     out = {"params": a.params, "samples": a.samples, "seeds": a.seeds, "results": {}}
     for name, sets in map(parse_variant, a.variant or ["base:"]):
         _, p = load_params(a.params, sets)
-        ev_dir = a.root / "data" / "evaluator" / p.data.dataset
-        if not (ev_dir / "ref_stats.npz").exists():
-            print(f"{ev_dir}: no evaluator; run `make repro` there first (--root)", file=sys.stderr)
-            return 2
-        with np.load(ev_dir / "ref_stats.npz") as z:
-            ref = z["mu"], z["sigma"]
-        x, _ = data.load_split(a.root, p.data.dataset, "train")
-        xt, _ = data.load_split(a.root, p.data.dataset, "test")
+        ev_dir, ref, x, xt = finished_run.read(a.root, p.data.dataset)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             model, ema, res = train(p, torch.from_numpy(x), torch.from_numpy(xt), Path(tmp) / "snapshots",
