@@ -2,6 +2,7 @@
 evaluator's dataset classifier with its reference statistics."""
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -10,16 +11,14 @@ import numpy as np
 from pipeline.io import data
 
 
-class NoEvaluator(SystemExit):
-    """--root lacks the evaluator of the dataset: exit status 2 with one line naming the folder."""
-
-
+@functools.cache
 def read(root: Path, dataset: str):
-    """(evaluator folder, (mu, sigma) of the reference statistics, train images, test images)."""
+    """(evaluator folder, (mu, sigma) of the reference statistics, train images, test images), read once per process;
+    exit status 2 with one line naming the folder where --root has no evaluator for the dataset."""
     ev_dir = root / "data" / "evaluator" / dataset
     if not (ev_dir / "ref_stats.npz").exists():
         print(f"{ev_dir}: no evaluator; run `make repro` there first (--root)", file=sys.stderr)
-        raise NoEvaluator(2)
+        raise SystemExit(2)
     with np.load(ev_dir / "ref_stats.npz") as z:
         ref = z["mu"], z["sigma"]
     x, _ = data.load_split(root, dataset, "train")
