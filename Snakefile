@@ -27,7 +27,9 @@ from pipeline.names import NAME_PATTERN
 
 SUITE = str(config.get("suite", "default"))
 try:
-    STAGES = {s.name: s for s in dag.suite_stages(Path(workflow.basedir), SUITE)}
+    # the networks are built on the meta device (bad settings fail before any work) in the main process only: a cluster
+    # job's Snakemake (one per job) reads the same DAG without importing torch
+    STAGES = {s.name: s for s in dag.suite_stages(Path(workflow.basedir), SUITE, check_models=workflow.is_main_process)}
     SPECS = {s.command: s for s in dag.checked_specs()}
 except (ParamsError, ValueError) as e:  # an unknown suite, a bad params file or stage spec: one line, status 2
     print(f"error: {e}".splitlines()[0], file=sys.stderr)

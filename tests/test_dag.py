@@ -91,3 +91,26 @@ def test_training_seeds_dvc_yaml_equals_snakefile(repo):
     finally:
         aside.rename(smoke)
     assert "train-tiny-seed5" in status.stdout and "ERROR" not in status.stderr
+
+
+def test_settings_a_network_refuses_fail_where_a_dag_starts_and_nowhere_else(repo):
+    """`pipeline dag` and Snakemake's main process build each network on the meta device: a DDPM `nf` that is not a
+    multiple of 32 is exit 2 naming the file and key, before any work. Reading the DAG (the stages' own provenance
+    check, `pipeline stale`, `pipeline commit`, a cluster job's Snakemake) skips that build and never imports torch."""
+    raw = yaml.safe_load((repo / "params/cifar10/ddpm_cont_vp.yaml").read_text())
+    raw["suite"], raw["model"]["nf"] = "badnet", 48
+    (repo / "params/badnet").mkdir(exist_ok=True)
+    (repo / "params/badnet/bad.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        for cmd in (["python", "-m", "pipeline", "dag", "--suite", "badnet"],
+                    ["snakemake", "-n", "-c1", "--config", "suite=badnet"]):
+            r = run(cmd, repo, check=False)
+            assert r.returncode == 2, (cmd, r.stdout[-2000:], r.stderr[-2000:])
+            assert "error: params/badnet/bad.yaml: model: " in r.stderr and "multiple of 32" in r.stderr, r.stderr
+        assert not (repo / "pipelines/badnet").exists()
+        probe = ("import sys; from pathlib import Path; from pipeline.workflow import dag; "
+                 "s = dag.suite_stages(Path('.'), 'badnet'); print(len(s), 'torch' in sys.modules)")
+        n, torch_imported = run(["python", "-c", probe], repo).stdout.split()
+        assert int(n) == len(dag.suite_stages(repo, "badnet")) > 8 and torch_imported == "False"
+    finally:
+        (repo / "params/badnet/bad.yaml").unlink()

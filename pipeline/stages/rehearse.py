@@ -62,7 +62,7 @@ def generate(root: Path, suite: str, only: list[str], synthetic: bool) -> dict:
     if suite not in known or rehearsal.is_rehearsal(suite):
         have = ", ".join(s for s in known if not rehearsal.is_rehearsal(s))
         raise StageError(f"--suite {suite}: no such suite to rehearse; the suites of params/ are {have}")
-    exps = dag.experiments(root, suite)
+    exps = dag.experiments(root, suite, check_models=True)
     unknown = sorted(set(only) - {e.name for e in exps})
     if unknown:
         raise StageError(f"--only {unknown[0]}: not an experiment of suite {suite} "
