@@ -7,8 +7,10 @@ import slurm_background
 import torch
 
 # Small-tensor loops (samplers on analytic scores, per-row generators) run 20-100x slower with several threads on a
-# shared 2-core machine; subprocesses (the end-to-end runs) keep the default.
+# shared 2-core machine, where the pytest workers and their subprocesses already fill every core: one thread each, in
+# the workers and in the subprocesses they start (stages, benchmarks; a Snakemake job gets its rule's one thread anyway).
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 
