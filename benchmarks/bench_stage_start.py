@@ -9,7 +9,10 @@
 - `imports`: importing a stage module that imports pipeline.metrics.distances but computes no distance (report, the
   dataset classifier's `evaluator`) in a fresh interpreter (median of `--repeats`), with clean-fid (and so all of
   torchvision) imported eagerly by distances (before) or on first use (now). The evaluate and curves stages import
-  it when they compute their first FD either way.
+  it when they compute their first FD either way;
+- `dag`: reading the default suite's DAG in a fresh interpreter (median of `--repeats`), as `pipeline stale`, `pipeline
+  commit`, a suite stage's provenance check and each cluster job's Snakemake do: every network built on the meta device
+  (and so torch imported) on every read (before) against only where a DAG is generated or started (`check_models`).
 
     python benchmarks/bench_stage_start.py [--repeats 5]
 """
@@ -82,6 +85,17 @@ def fresh_import(module: str, eager_cleanfid: bool, repeats: int) -> float:
                                                   check=True, cwd=ROOT).stdout) for _ in range(repeats))
 
 
+DAG = "import time, sys; sys.path.insert(0, {root!r}); t0 = time.perf_counter(); from pathlib import Path; " \
+      "from pipeline.workflow import dag; dag.suite_stages(Path({root!r}), 'default', check_models={check}); " \
+      "print(time.perf_counter() - t0)"
+
+
+def fresh_dag(check: bool, repeats: int) -> float:
+    code = DAG.format(root=str(ROOT), check=check)
+    return statistics.median(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True, cwd=ROOT).stdout) for _ in range(repeats))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -93,6 +107,7 @@ def main(argv=None) -> int:
     for module in ("pipeline.stages.report", "pipeline.stages.evaluator"):
         rows.append((f"import {module} (fresh process)", fresh_import(module, True, a.repeats),
                      fresh_import(module, False, a.repeats)))
+    rows.append(("the default suite's DAG (fresh process)", fresh_dag(True, a.repeats), fresh_dag(False, a.repeats)))
     for what, before, now in rows:
         print(f"| {what} | {before:.3f} | {now:.3f} | {before / now:.1f}x |")
     return 0
