@@ -12,7 +12,7 @@ from pipeline.config import Params, load_params
 from pipeline.models import fir
 from pipeline.models import layers as L
 from pipeline.models import zoo as models
-from pipeline.models.refinenet import InstanceNormPlus
+from pipeline.models.refinenet import BoxFilter, InstanceNormPlus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,6 +210,27 @@ def test_instance_norm_plus_formula(conditional):
     expected = gamma[..., None, None] * ((x - mu[..., None, None]) / torch.sqrt(s[..., None, None] + 1e-5)
                                          + alpha[..., None, None] * mu_tilde[..., None, None]) + beta[..., None, None]
     torch.testing.assert_close(norm(x, y), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_box_filter_is_the_5x5_mean_with_zero_padding_counted(layout):
+    """NCSN's CRP pooling: BoxFilter (a depthwise convolution) against torch's AvgPool2d(5, 1, 2), values and
+    gradients; float64 to rounding, float32 within a tolerance scaled to the values (another summation order)."""
+    g = torch.Generator().manual_seed(5)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        x = (torch.randn(3, 4, 9, 7, generator=g, dtype=dtype) * 10).contiguous(memory_format=layout)
+        w = torch.randn(3, 4, 9, 7, generator=g, dtype=dtype)
+        outs = []
+        for pool in (torch.nn.AvgPool2d(5, 1, 2), BoxFilter()):
+            xi = x.clone().requires_grad_()
+            out = pool(xi)
+            (out * w).sum().backward()
+            outs.append((out.detach(), xi.grad))
+        (a, ga), (b, gb) = outs
+        torch.testing.assert_close(b, a, rtol=0, atol=tol * x.abs().max().item())
+        torch.testing.assert_close(gb, ga, rtol=0, atol=tol * w.abs().max().item())
+    corner = BoxFilter()(torch.ones(1, 1, 5, 5, dtype=torch.float64))[0, 0, 0, 0]
+    assert corner.item() == pytest.approx(9 / 25, abs=1e-15)  # 3 x 3 ones in the window, the padding counted
 
 
 # --- whole networks: shapes, grayscale, the σ scaling and the data-centering conventions
