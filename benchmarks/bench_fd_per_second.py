@@ -23,7 +23,10 @@ std over the 2 seeds; `base` reproduces the sample stage's numbers exactly):
                  b16 x 3000, lr 2e-3          342 s     54.63 ± 5.00
                  b64 x 750, lr 2e-3           256 s     51.70 ± 5.40
 
-At equal train-seconds no batch size or learning rate moves the FD beyond its seed-to-seed spread: these models are
+2026-12-05, a slower host (the preset's NCSN trained in 354 s there, in its make repro), before refinenet.py's
+BoxFilter: ncsn nf 8 x 1000 (the half-width net, 1.6x cheaper per step) 402 s, FD 83.27 ± 2.17.
+
+At equal train-seconds no batch size, learning rate or width moves the FD beyond its seed-to-seed spread: these models are
 limited by the compute, not by these settings.
 """
 from __future__ import annotations
