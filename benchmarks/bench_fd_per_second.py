@@ -24,7 +24,10 @@ std over the 2 seeds; `base` reproduces the sample stage's numbers exactly):
                  b64 x 750, lr 2e-3           256 s     51.70 ± 5.40
 
 2026-12-05, a slower host (the preset's NCSN trained in 354 s there, in its make repro), before refinenet.py's
-BoxFilter: ncsn nf 8 x 1000 (the half-width net, 1.6x cheaper per step) 402 s, FD 83.27 ± 2.17.
+BoxFilter: ncsn nf 8 x 1000 (the half-width net, 1.6x cheaper per step) 402 s, FD 83.27 ± 2.17. The same host, two
+processes side by side, with the BoxFilter (the preset's ncsn: 600 steps, 384 s in its make repro, FD 82.82 ± 4.16;
+ncsnpp_cont: 1500 steps, 350 s, FD 55.78 ± 9.05): twice the steps, ncsn x 1200 683 s, FD 48.94 ± 2.73;
+ncsnpp_cont x 3000 676 s, FD 35.60 ± 3.80. Steps, not settings, are what these models lack.
 
 At equal train-seconds no batch size, learning rate or width moves the FD beyond its seed-to-seed spread: these models are
 limited by the compute, not by these settings.
