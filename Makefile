@@ -13,10 +13,13 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 install: $(STAMP)
 
-# Reinstall only when the project's requirements change; a second run reuses the environment.
+# Reinstall only when the project's requirements change; a second run reuses the environment. --no-compile: Python
+# compiles a module's bytecode when it is first imported, not all ~40,000 files of the dependencies up front (measured
+# on one core: install 183 -> 107 s; the first import of torch, torchvision, MLflow, Accelerate, clean-fid and
+# matplotlib then takes 15.7 s instead of 5.5, once).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[test]'
 	@touch $(STAMP)
 
 # Fashion-MNIST from the Debian package when it is missing and we can install it; else say how.
