@@ -29,6 +29,11 @@ processes side by side, with the BoxFilter (the preset's ncsn: 600 steps, 384 s 
 ncsnpp_cont: 1500 steps, 350 s, FD 55.78 ± 9.05): twice the steps, ncsn x 1200 683 s, FD 48.94 ± 2.73;
 ncsnpp_cont x 3000 676 s, FD 35.60 ± 3.80. Steps, not settings, are what these models lack.
 
+2026-12-05 (a later session; `python -m pipeline train --set training.n_iters=3000` on a copy of a finished run, then
+the sample stage's seeds at 128 x 2): ddpmpp_cont_vp x 3000, Heun + churn FD 27.48 ± 0.30 and probability-flow ODE
+(RK45, rtol 1e-3, NFE 73.5) 46.14 ± 3.77: 1.68x, against 32.7 and 93.0 (2.8x) for the preset's 1,500 steps at the
+same counts. The ODE's gap to the stochastic samplers is the young model's, and it closes with steps.
+
 At equal train-seconds no batch size, learning rate or width moves the FD beyond its seed-to-seed spread: these models are
 limited by the compute, not by these settings.
 """
