@@ -17,6 +17,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.stages.commit import stage_targets  # noqa: E402
 from pipeline.workflow import dag  # noqa: E402
 
 
@@ -38,10 +39,9 @@ def main() -> None:
         print(f"{lock}: missing; run `make repro` in {a.root} first (--root)", file=sys.stderr)
         raise SystemExit(2)
     names = list(yaml.safe_load((a.root / file).read_text())["stages"])
-    prefix = "" if a.suite == "default" else f"{file}:"
     kept = lock.read_bytes()
     try:
-        per_stage, lock_a = commit_seconds(a.root, lock, kept, [prefix + n for n in names])
+        per_stage, lock_a = commit_seconds(a.root, lock, kept, stage_targets(a.suite, names))
         whole, lock_b = commit_seconds(a.root, lock, kept, [file])
     finally:
         lock.write_bytes(kept)

@@ -65,18 +65,21 @@ def dvc_changed(root: Path, suite: str) -> set[str]:
     return {name.rsplit(":", 1)[-1] for name in json.loads(r.stdout or "{}")}
 
 
+def stage_targets(suite: str, names: list[str]) -> list[str]:
+    """The stages' DVC target names: bare in the default suite's dvc.yaml, `pipelines/<suite>/dvc.yaml:<name>` else."""
+    prefix = "" if suite == "default" else f"{dag.dvc_yaml_path(suite)}:"
+    return [prefix + n for n in names]
+
+
 def commit_targets(suite: str, todo: list[str], refused: list) -> list[str]:
     """`dvc commit`'s targets: the suite's whole dvc.yaml when no stage is refused, else the stages to commit by name.
 
     With one target per stage DVC parses dvc.yaml and dvc.lock and rewrites dvc.lock once per stage, which grows
-    with the square of the suite (the default suite's 38 stages after a fresh run: 149 s of one core); with the file
-    as the target it reads and writes them once (7 s) and records the same dvc.lock. Committing the whole file also
-    rewrites the entries of stages dvc.lock already records as they are: no change. A refused stage must not be
-    recorded, so then the targets are the stages by name."""
-    if not refused:
-        return [dag.dvc_yaml_path(suite)]
-    prefix = "" if suite == "default" else f"{dag.dvc_yaml_path(suite)}:"
-    return [prefix + n for n in todo]
+    with the square of the suite (the default suite's 38 stages after a fresh run: 136 s of one core,
+    benchmarks/bench_commit.py); with the file as the target it reads and writes them once (7 s) and records the same
+    dvc.lock. Committing the whole file also rewrites the entries of stages dvc.lock already records as they are: no
+    change. A refused stage must not be recorded, so then the targets are the stages by name."""
+    return [dag.dvc_yaml_path(suite)] if not refused else stage_targets(suite, todo)
 
 
 def run(args) -> int:
