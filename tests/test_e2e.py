@@ -115,6 +115,21 @@ def test_fd_per_second_benchmark_reproduces_the_run(repo, tmp_path):
     assert got["steps"] == 300 and got["fd"]["values"] == pytest.approx(ev["values"], rel=1e-6)
 
 
+@pytest.mark.timeout(300)
+def test_fd_checkpoints_benchmark_reproduces_the_run(repo, tmp_path):
+    """benchmarks/bench_fd_checkpoints.py on this run's trained model with the default sampler draws the sample
+    stage's samples: its FDs are the evaluate stage's, seed for seed (and the raw weights give other ones)."""
+    bench = [str(repo / "benchmarks/bench_fd_checkpoints.py"), "--root", str(repo), "--params", "params/smoke.yaml",
+             "--ckpt", f"{SMOKE}/train/model.pt", "--samples", "64", "--seeds", "2"]
+    run([python(), *bench, "--out", str(tmp_path / "ema.json")], repo, timeout=240)
+    run([python(), *bench, "--raw", "--out", str(tmp_path / "raw.json")], repo, timeout=240)
+    (got,) = json.loads((tmp_path / "ema.json").read_text())
+    (raw,) = json.loads((tmp_path / "raw.json").read_text())
+    ev = json.loads((repo / SMOKE / "eval/pc.json").read_text())["classifier"]["fd"]
+    assert got["sampler"] == "pc" and got["fd"]["values"] == pytest.approx(ev["values"], rel=1e-6)
+    assert raw["fd"]["values"] != pytest.approx(ev["values"], rel=1e-3)
+
+
 # --- MLflow as a reviewer reads it (pipeline/io/tracking.py, lineage.py, mlflow_view.py) ----------------------------
 def mlflow_runs(repo):
     from mlflow.tracking import MlflowClient
