@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +46,6 @@ from pipeline.config import load_params  # noqa: E402
 from pipeline.io import checkpoint  # noqa: E402
 from pipeline.metrics import curves  # noqa: E402
 from pipeline.metrics.dataset_classifier import evaluator_features  # noqa: E402
-from pipeline.metrics.distances import feature_stats, frechet_from_stats  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -67,6 +64,11 @@ def main(argv=None) -> int:
     _, p = load_params(a.params, a.set)
     ev_dir, ref, _, _ = finished_run.read(a.root, p.data.dataset)
     settings = p.sampler_settings()
+    features = lambda imgs: evaluator_features(ev_dir, imgs)[0]  # noqa: E731
+    unknown = [n for n in a.sampler or [] if n not in settings]
+    if unknown:
+        print(f"{a.params}: no sampler {unknown[0]!r} (--sampler: one of {', '.join(settings)})", file=sys.stderr)
+        return 2
     records = []
     for ck in a.ckpt:
         path = a.root / ck
@@ -75,14 +77,11 @@ def main(argv=None) -> int:
             return 2
         net = checkpoint.load_network(path, use_ema=not a.raw).eval()
         for name in a.sampler or [p.sampling.method]:
-            t0 = time.perf_counter()
-            imgs, nfe = curves.draw_samples(p, settings[name], net, a.samples, range(a.seeds), 64)
-            fd = [frechet_from_stats(*feature_stats(evaluator_features(ev_dir, imgs[k])[0]), *ref)
-                  for k in range(a.seeds)]
-            records.append({"ckpt": ck, "sampler": name, "set": a.set, "raw": a.raw, "samples": a.samples,
-                            "fd": curves.stat(fd), "nfe": float(np.mean(nfe))})
-            print(f"{ck}  {name:10s} {' '.join(a.set) or '-'}  FD {np.mean(fd):7.2f} ± {np.std(fd, ddof=1):5.2f}  "
-                  f"({a.samples} x {a.seeds}, NFE {np.mean(nfe):.1f}, {time.perf_counter() - t0:.0f} s)", flush=True)
+            r = curves.fd_point(p, settings[name], net, features, ref, a.samples, a.seeds, 64)
+            fd = r["fd"]
+            records.append({"ckpt": ck, "sampler": name, "set": a.set, "raw": a.raw, **r})
+            print(f"{ck}  {name:10s} {' '.join(a.set) or '-'}  FD {fd['mean']:7.2f} ± {fd['std'] or 0:5.2f}  "
+                  f"({a.samples} x {a.seeds}, NFE {r['nfe']['mean']:.1f}, {r['seconds']:.0f} s)", flush=True)
     if a.out:
         a.out.write_text(json.dumps(records, indent=1))
     return 0
