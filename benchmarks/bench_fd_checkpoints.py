@@ -11,14 +11,15 @@ prints the FD (mean ± std over seeds) and NFE.
         [--set sampling.step_lr=3e-5 ...] [--samples 128] [--seeds 2] [--raw]
 
 --ckpt is repeatable (paths relative to --root); --set values are params overrides (`--set` syntax) applied to the
-sampler; --root must hold data/prepared and data/evaluator of a finished `make repro` (a run's folder with data/ linked to one will do).
+sampler; --root must hold data/prepared and data/evaluator of a finished `make repro` (a run's folder with data/
+linked to one will do). Unknown samplers and missing checkpoints exit 2 before anything is sampled.
 
 Measured 2026-12-05 (2-core Xeon, one thread per process, the default suite's seeds; FD mean ± std over 2 seeds):
 
     ncsn, one 1,800-step run (ckpt_freq 200), ALD (L = 15, T = 7), 128 x 2 samples:
-      eps 6e-5 (the preset before):  1,400 steps 52.65 ± 4.89   1,600 51.72 ± 1.88   1,800 52.33 ± 0.88
-      eps 3e-5:                      1,200 steps 50.78 ± 6.29   1,400 45.63 ± 5.50   1,600 44.12 ± 5.84   1,800 40.91 ± 3.69
-      1,800 steps:                   eps 2e-5 60.30 ± 0.19      4e-5 46.31 ± 2.98
+      eps 6e-5 (the preset before): 1,400 steps 52.65 ± 4.89   1,600 51.72 ± 1.88   1,800 52.33 ± 0.88
+      eps 3e-5: 1,200 steps 50.78 ± 6.29   1,400 45.63 ± 5.50   1,600 44.12 ± 5.84   1,800 40.91 ± 3.69
+      1,800 steps: eps 2e-5 60.30 ± 0.19, 4e-5 46.31 ± 2.98
       64 x 2 samples, 1,800 steps:   eps 3e-5 61.37, 6e-5 69.49, 1e-4 83.82; T = 10 77.32; raw weights 228.03
       EMA half-life (fraction of the images seen), 1,000 steps, 64 x 2: 0.05 (preset) eps 3e-5 73.49 / 6e-5 78.72;
       0.15 77.99 / 77.99; 0.30 85.26 / 84.19
@@ -72,13 +73,13 @@ def main(argv=None) -> int:
     if unknown:
         print(f"{a.params}: no sampler {unknown[0]!r} (--sampler: one of {', '.join(settings)})", file=sys.stderr)
         return 2
+    missing = [a.root / ck for ck in a.ckpt if not (a.root / ck).is_file()]
+    if missing:
+        print(f"{missing[0]}: no such checkpoint (--ckpt, relative to --root)", file=sys.stderr)
+        return 2
     records = []
     for ck in a.ckpt:
-        path = a.root / ck
-        if not path.is_file():
-            print(f"{path}: no such checkpoint (--ckpt)", file=sys.stderr)
-            return 2
-        net = checkpoint.load_network(path, use_ema=not a.raw).eval()
+        net = checkpoint.load_network(a.root / ck, use_ema=not a.raw).eval()
         for name in a.sampler or [p.sampling.method]:
             r = curves.fd_point(p, settings[name], net, features, ref, a.samples, a.seeds, 64)
             fd = r["fd"]
