@@ -317,6 +317,10 @@ class EvalConfig(_Block):
     bpd_estimator: Literal[BPD_ESTIMATORS] = "rademacher"  # type: ignore[valid-type]
     bpd_rtol: float = Field(1e-5, gt=0)  # probability-flow ODE tolerances for bits/dim (paper: 1e-5)
     bpd_atol: float = Field(1e-5, gt=0)
+    # also score the EMA weights the train stage kept at these steps (multiples of training.ckpt_freq below n_iters):
+    # the claims table pairs two SDEs' bits/dim at equal training (pipeline/report/claims.py), so an experiment that
+    # trains longer still has a partner at the other's step
+    bpd_steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     # The features of the headline FD: "classifier" the evaluator's dataset classifier (Inception metrics are added when the
     # weights exist); "inception" Inception-v3 FID, required: the evaluate stage exits 2 when the weights are missing.
     feature_net: Literal["classifier", "inception"] = "classifier"
@@ -664,6 +668,13 @@ def check_eval(params: Params, path: str) -> None:
     if e.feature_net == "inception" and params.data.dataset in TOY_DATASETS:
         raise ParamsError(path, "eval.feature_net", "inception applies to images; 2-D points use feature_net: classifier "
                           "(the points are their own features)")
+    t = params.training
+    for i, step in enumerate(e.bpd_steps):
+        if not (t.ckpt_freq and step % t.ckpt_freq == 0 and step < t.n_iters):
+            raise ParamsError(path, f"eval.bpd_steps.{i}", f"step {step} is not kept by the train stage: use a multiple "
+                              f"of training.ckpt_freq ({t.ckpt_freq}) below training.n_iters ({t.n_iters})")
+    if len(set(e.bpd_steps)) != len(e.bpd_steps):
+        raise ParamsError(path, "eval.bpd_steps", "a step is listed twice")
     if e.is_splits > e.num_samples:
         raise ParamsError(path, "eval.is_splits", f"{e.is_splits} splits of eval.num_samples = {e.num_samples} samples "
                           "leave a split empty; use at most num_samples splits")

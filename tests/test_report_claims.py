@@ -98,7 +98,7 @@ def test_subvp_against_vp_needs_the_same_network():
     vp = _exp("vp", {"ode": (ODE, None)}, sde="vpsde", likelihood=bpd(3.90, 0.02))
     other = _exp("vp_wide", {"ode": (ODE, None)}, sde="vpsde", likelihood=bpd(3.0, 0.01), model=ModelConfig(nf=64))
     values, where = rc.subvp_vs_vp([other, sub, vp])
-    assert where == "sub vs vp" and rc.verdict(*values) == rc.REPRODUCED  # 3.74 < 3.86
+    assert where == "sub vs vp, both at training step 1,000" and rc.verdict(*values) == rc.REPRODUCED  # 3.74 < 3.86
     assert rc.subvp_vs_vp([other, sub]) is None
 
 
@@ -169,3 +169,29 @@ def test_claims_table_has_one_row_per_claim_and_states_the_rule():
     t = rc.claims_table([_exp("vp", {"pc": (P, _ev(55, 0.5, 200))})])
     assert len(t.rows) == len(rc.CLAIMS) and "2 std" in t.note
     assert {r[-1] for r in t.rows} == {rc.NOT_TESTED}
+
+
+def test_subvp_against_vp_pairs_equal_training_steps():
+    """A VP run trained longer than its sub-VP partner is compared at the sub-VP run's step, through the weights the
+    VP run kept there (eval.bpd_steps: the likelihood record's `at_step`), never at its own final step."""
+    bpd = lambda m, se, step, at=None: {"bpd": {"mean": m, "stderr": se}, "step": step,  # noqa: E731
+                                        "at_step": {str(k): {"bpd": {"mean": v, "stderr": se}, "step": k}
+                                                    for k, v in (at or {}).items()}}
+    sub = _exp("sub", {"ode": (ODE, None)}, sde="subvpsde", likelihood=bpd(3.70, 0.02, 1500))
+    sub["params"].training = TrainingConfig(sde="subvpsde", n_iters=1500)
+    vp = _exp("vp", {"ode": (ODE, None)}, likelihood=bpd(3.10, 0.02, 5400, {1500: 3.90, 3000: 3.50}))
+    vp["params"].training = TrainingConfig(sde="vpsde", n_iters=5400, ckpt_freq=1500)
+    (a, b), where = rc.subvp_vs_vp([sub, vp])
+    assert (a.mean, b.mean) == (3.70, 3.90) and where == "sub vs vp, both at training step 1,500"
+    assert rc.verdict(a, b) == rc.REPRODUCED  # at the final steps it would read 3.70 against 3.10: not reproduced
+    vp["likelihood"]["at_step"] = {}  # no VP weights scored at step 1,500: no pair, the row says "not tested"
+    assert rc.subvp_vs_vp([sub, vp]) is None
+    # the latest common step; a record without `step` (older runs) is at training.n_iters
+    sub["likelihood"] = bpd(3.40, 0.02, None, {1500: 3.70})
+    sub["params"].training = TrainingConfig(sde="subvpsde", n_iters=3000, ckpt_freq=1500)
+    vp["likelihood"] = bpd(3.10, 0.02, 5400, {1500: 3.90, 3000: 3.50})
+    (a, b), where = rc.subvp_vs_vp([sub, vp])
+    assert (a.mean, b.mean) == (3.40, 3.50) and where.endswith("step 3,000")
+    # another batch size is another recipe: the same network, but not the same training
+    vp["params"].training = TrainingConfig(sde="vpsde", n_iters=5400, ckpt_freq=1500, batch_size=64)
+    assert rc.subvp_vs_vp([sub, vp]) is None

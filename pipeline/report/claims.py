@@ -191,21 +191,45 @@ def _first(exps: list[dict], fn) -> tuple[list[Value], str] | None:
     return next((m for x in exps if (m := fn(x))), None)
 
 
+# training keys that do not change what a step of training does: the likelihood claim pairs two SDEs at one step
+# (its length, what it keeps and logs, where it runs)
+_RUN_LENGTH_KEYS = {"sde", "n_iters", "ckpt_freq", "snapshot_freq", "snapshot_keep", "log_freq", "eval_freq",
+                    "snapshot_sampling", "num_processes", "accelerate_config", "compile"}
+
+
+def _recipe(x: dict) -> tuple:
+    """An experiment's network and training recipe apart from the SDE and the run's length."""
+    p = x["params"]
+    train = {k: v for k, v in p.training.model_dump().items() if k not in _RUN_LENGTH_KEYS}
+    optim = getattr(p, "optim", None)
+    return repr(p.model.model_dump()), repr(optim.model_dump() if optim is not None else None), repr(train)
+
+
+def bpd_by_step(x: dict) -> dict[int, dict]:
+    """The experiment's bits/dim records by training step: the final weights' and those of eval.bpd_steps."""
+    lik = x.get("likelihood") or {}
+    if not (lik.get("bpd") or {}).get("mean"):
+        return {}
+    final = lik.get("step") or x["params"].training.n_iters
+    return {int(final): lik, **{int(k): r for k, r in (lik.get("at_step") or {}).items()}}
+
+
 def subvp_vs_vp(exps: list[dict]) -> tuple[list[Value], str] | None:
-    """bits/dim of a sub-VP and a VP experiment with the same network (Score SDE Table 2)."""
-    def bpd(x):
-        rec = (x.get("likelihood") or {}).get("bpd") or {}
-        if not rec.get("mean"):
-            return None
+    """bits/dim of a sub-VP and a VP experiment with the same network and training recipe, at the same training step
+    (the later of the steps both scored: their final weights or those kept at eval.bpd_steps) (Score SDE Table 2)."""
+    def value(x, step):
+        rec = bpd_by_step(x)[step]["bpd"]
         per = rec.get("per_image")  # same images, same dequantization noise: the experiments' values pair up
         pair = (f"the same {len(per)} test images" if per else None, getattr(x["params"], "seed", None),
                 repr(getattr(x["params"], "data", None)))
         return Value(rec["mean"], rec.get("stderr"), f"{x['experiment']} bits/dim", per, pair if per else None, "se")
-    net = lambda x: x["params"].model.model_dump()  # noqa: E731
-    for sub in (x for x in exps if x["sde"] == "subvpsde" and bpd(x)):
-        vp = next((x for x in exps if x["sde"] == "vpsde" and bpd(x) and net(x) == net(sub)), None)
-        if vp:
-            return [bpd(sub), bpd(vp)], f"{sub['experiment']} vs {vp['experiment']}"
+    for sub in (x for x in exps if x["sde"] == "subvpsde" and bpd_by_step(x)):
+        for vp in (x for x in exps if x["sde"] == "vpsde" and _recipe(x) == _recipe(sub)):
+            common = set(bpd_by_step(sub)) & set(bpd_by_step(vp))
+            if common:
+                step = max(common)
+                return [value(sub, step), value(vp, step)], f"{sub['experiment']} vs {vp['experiment']}, both at " \
+                    f"training step {step:,}"
     return None
 
 
@@ -240,7 +264,8 @@ CLAIMS = [
           "curves)"),
     Claim("sub-VP SDE gives better likelihood (lower bits/dim) than the VP SDE",
           "Score SDE Table 2 (CIFAR-10 NLL): DDPM++ cont. sub-VP 3.02 vs VP 3.16; DDPM cont. 3.05 vs 3.21",
-          subvp_vs_vp, "bits/dim of a sub-VP and a VP experiment with the same network (eval.enable_bpd)"),
+          subvp_vs_vp, "bits/dim of a sub-VP and a VP experiment with the same network and training recipe at a step both "
+                       "scored (eval.enable_bpd; eval.bpd_steps for the longer run)"),
     Claim("The probability-flow ODE samples slightly worse than PC on the same model",
           "Score SDE Tables 2-3 (CIFAR-10 FID): DDPM++ cont. (VP) ODE 3.93 vs PC 2.55",
           lambda exps: _first(exps, ode_vs_pc), "an experiment with both a PC and an ODE sampler"),

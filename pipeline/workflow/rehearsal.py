@@ -58,6 +58,7 @@ RULES: dict[str, str] = {  # the rest of the set, in words (what `miniature` doe
     "rtol, atol, eval.bpd_rtol, eval.bpd_atol": f"at least {ODE_TOL:g}",
     "eval.num_seeds, curves.num_seeds": f"at most {SEEDS} / 1",
     "training.ckpt_freq": f"1 where set (kept weights at every step before the last: a checkpoint curve of {STEPS - 1})",
+    "eval.bpd_steps": "[1] where set (bits/dim of the weights kept at step 1 as well)",
     "training.mixed_precision": "fp16 (CUDA only) becomes no; bf16 and no stay",
     "sampling.compile, sampling.cuda_graphs": "false (compiling costs about a minute per stage on a CPU)",
     "curves.nfe, curves.ode_tols, curves.nfe_by_curve": "the first two targets, the first tolerance, the first target",
@@ -157,6 +158,8 @@ def miniature(raw: dict, path: str, suite: str, dataset: str, inception: bool) -
     for key in ("bpd_rtol", "bpd_atol"):
         if key in ev:
             ev[key] = max(ev[key], ODE_TOL)
+    if ev.get("bpd_steps"):
+        ev["bpd_steps"] = [1]  # the kept weights before the last step (training.ckpt_freq becomes 1)
     if "num_seeds" in ev:
         ev["num_seeds"] = min(ev["num_seeds"], SEEDS)
     if not inception and ev.get("feature_net") == "inception":
