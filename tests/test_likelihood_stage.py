@@ -76,3 +76,11 @@ def test_a_step_that_was_not_kept_exits_2(roots, capsys, tmp_path):
     err = capsys.readouterr().err
     assert str(ckpts) in err and "no weights kept at step 10" in err and len(err.strip().splitlines()) == 1
     assert lik.read_bytes() == before
+
+
+def test_report_counts_the_kept_weights_seconds():
+    """The report's stage time adds the bits/dim of eval.bpd_steps' weights to the final weights' seconds."""
+    from pipeline.report.summary import timing
+    x = {"train": None, "samplers": {}, "controllable": None, "curves": None,
+         "likelihood": {"seconds": 30.0, "at_step": {"1500": {"seconds": 12.0}, "3000": {"seconds": 8.0}}}}
+    assert timing([x], {}).startswith("50 s (0.8 min) of stage time: likelihood 50 s.")

@@ -104,7 +104,8 @@ def timing(exps: list[dict], datasets: dict[str, dict]) -> str:
         for s in x["samplers"].values():
             per["sample"] += (s["info"] or {}).get("seconds") or 0
             per["evaluate"] += (s["eval"] or {}).get("seconds") or 0
-        per["likelihood"] += (x["likelihood"] or {}).get("seconds") or 0
+        lik = x["likelihood"] or {}  # the final weights' and those of eval.bpd_steps (`at_step`)
+        per["likelihood"] += sum(r.get("seconds") or 0 for r in [lik, *(lik.get("at_step") or {}).values()])
         per["controllable"] += sum(t.get("seconds") or 0 for t in (((x["controllable"] or {}).get("tasks")) or {}).values())
         per["curves"] += sum(((x.get("curves") or {}).get(k) or {}).get("seconds") or 0 for k in ("nfe", "ckpt"))
         per["noise classifier"] += sum(t.get("classifier_seconds") or 0
