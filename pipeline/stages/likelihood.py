@@ -11,8 +11,8 @@ import torch
 from pipeline.core.experiment import is_points, make_sde, score_function
 from pipeline.core.likelihood import bits_per_dim, bpd_offset, log_likelihood
 from pipeline.core.rng import generator
-from pipeline.errors import StageError
 from pipeline.core.scaling import to_model_range
+from pipeline.errors import StageError
 from pipeline.io import atomic, checkpoint, data, tracking
 from pipeline.io.progress import bar as tqdm
 from pipeline.metrics.stats import mean_stderr
