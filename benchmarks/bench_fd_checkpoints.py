@@ -31,6 +31,12 @@ Measured 2026-12-05 (2-core Xeon, one thread per process, the default suite's se
       at 3,000 steps: ODE with the raw weights 50.00 ± 7.57; EMA half-life 0.15 of the images: Heun 19.79, ODE 55.39;
       lr 4e-3 (2e-3 the preset): 19.82 / 38.40 = 1.94; batch 64 x 1,500 steps (the same images, 13% more images/s):
       20.07 / 61.33 = 3.06. The ODE's gap closes with optimizer steps, not with images or a larger step size.
+    the same run continued to 6,000 steps (2026-12-05, later): 5,400 15.16 / 20.38 = 1.34 (the preset since; its
+      fresh-clone make repro gave these numbers to the last digit)   5,700 14.63 / 19.87 = 1.36   6,000 14.40 / 20.16 = 1.40;
+      batch 16 (0.074 s/step against 0.126) x 4,800 steps: 22.85 / 43.43 = 1.90; the ODE's end time at 1,500 steps:
+      --set samplers.ode.eps=3e-3 88.06, 1e-2 90.44 (1e-3: 87.16).
+    ncsnpp_cont, its 3,000-step run's weights at 2,400 steps, 128 x 2: Heun + churn 39.94 ± 5.88, pc 41.31 ± 2.34,
+      p_only 55.53 ± 3.80 (the preset since); model.pt with --set samplers.pc.num_steps=50: pc 173.11 ± 6.13.
 """
 from __future__ import annotations
 
